@@ -1,0 +1,56 @@
+"""The narrow seam between the batcher and a model.
+
+An ``Encoder`` tokenises (any thread) and runs forward passes (only ever on the one model
+thread). Everything above it (batcher, API, follower, search) is tested with a
+deterministic fake that implements this protocol; the real model sits in ``encoder.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+Lane = Literal["query", "bulk"]
+InputType = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str  # the id the API serves
+    hidden_size: int  # full output dimension
+    max_length: int  # effective token limit per input (config capped by the model's)
+    device: str
+    dtype: str
+    pooling: Literal["lasttoken", "mean", "cls"]
+    matryoshka_dims: tuple[int, ...] | None = None  # declared valid dims, if the model lists them
+    query_prompt: str | None = None  # from config_sentence_transformers.json, if any
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    ids: tuple[int, ...]  # already cut to max_length, special tokens included
+    original_length: int  # tokens before cutting
+
+    @property
+    def truncated(self) -> bool:
+        return self.original_length > len(self.ids)
+
+
+class Encoder(Protocol):
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
+        """Thread-safe; called off the event loop, never on the model thread."""
+        ...
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """Pad, run the model, pool. Returns float32 [len(batch), hidden_size], L2-normalised.
+
+        Called only on the model thread. Raises on any model failure (including
+        non-finite output); the batcher turns that into 503s and an unhealthy /health.
+        """
+        ...

@@ -1,0 +1,80 @@
+"""A deterministic fake encoder behind the ``Encoder`` protocol, for tests above the model.
+
+Words hash to fixed random vectors and a text's vector is their normalised sum, so texts
+sharing words are close: enough for retrieval tests without a model. It counts calls,
+can simulate compute time, and can be told to fail (to test 503s and recovery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from es_embed.embed.protocol import ModelInfo, Tokenized
+
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class FakeEncoder:
+    def __init__(
+        self,
+        hidden_size: int = 64,
+        max_length: int = 512,
+        seconds_per_token: float = 0.0,
+        model_id: str = "fake-encoder",
+    ) -> None:
+        self._info = ModelInfo(
+            model_id=model_id,
+            hidden_size=hidden_size,
+            max_length=max_length,
+            device="cpu",
+            dtype="float32",
+            pooling="mean",
+        )
+        self.seconds_per_token = seconds_per_token
+        self.forward_calls = 0
+        self.encoded_inputs = 0
+        self.batches: list[int] = []  # batch sizes, in order
+        self.failure: BaseException | None = None  # raised by every forward() while set
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
+        out = []
+        for text in texts:
+            ids = [self._word_id(w) for w in WORD.findall(text.lower())] or [0]
+            ids.append(1)  # an end-of-text token, as Qwen3's tokenizer appends
+            cut = ids[: self._info.max_length]
+            out.append(Tokenized(ids=tuple(cut), original_length=len(ids)))
+        return out
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        if self.failure is not None:
+            raise self.failure
+        padded = max(len(t.ids) for t in batch) * len(batch)
+        if self.seconds_per_token:
+            time.sleep(padded * self.seconds_per_token)
+        with self._lock:
+            self.forward_calls += 1
+            self.encoded_inputs += len(batch)
+            self.batches.append(len(batch))
+        vectors = np.stack([self._vector(t.ids) for t in batch]).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    @staticmethod
+    def _word_id(word: str) -> int:
+        return 2 + int.from_bytes(hashlib.sha1(word.encode()).digest()[:4], "little")
+
+    def _vector(self, ids: Sequence[int]) -> np.ndarray:
+        total = np.zeros(self._info.hidden_size, dtype=np.float64)
+        for i in ids:
+            total += np.random.default_rng(i).standard_normal(self._info.hidden_size)
+        return total
