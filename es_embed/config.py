@@ -80,6 +80,13 @@ class BatchSettings:
     query_queue: int = setting(512, "Most queued inputs on the query lane (429 above).")
     bulk_queue: int = setting(8192, "Most queued inputs on the bulk lane (429 above).")
     retry_after_seconds: int = setting(1, "Retry-After sent with a 429.")
+    interactive_bulk_ms: float = setting(
+        25.0, "While queries arrive, cut bulk batches to about this many ms of model time."
+    )
+    interactive_window_seconds: float = setting(
+        1.0, "How long after a query the bulk lane stays in short-batch mode."
+    )
+    probe_interval_seconds: float = setting(1.0, "After a model failure, seconds between probes.")
 
 
 @dataclass(frozen=True)
@@ -172,9 +179,7 @@ def settings_from_dict(raw: Mapping[str, Any], env: Mapping[str, str] | None = N
     indices_raw = raw.get("indices") or []
     if not isinstance(indices_raw, list):
         raise ConfigError(f"indices: expected a list, got {type(indices_raw).__name__}")
-    indices = tuple(
-        _build_index(item, f"indices[{i}]") for i, item in enumerate(indices_raw)
-    )
+    indices = tuple(_build_index(item, f"indices[{i}]") for i, item in enumerate(indices_raw))
     names = [c.name for c in indices]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -227,7 +232,8 @@ def _build_index(item: Any, where: str) -> IndexSettings:
         raise ConfigError(f"{where}: expected a mapping with at least 'name'")
     if not item.get("name"):
         raise ConfigError(f"{where}.name: missing; every index entry needs a name")
-    return _build(IndexSettings, item, where, {})  # type: ignore[no-any-return]
+    built: IndexSettings = _build(IndexSettings, item, where, {})
+    return built
 
 
 def _coerce(value: Any, hint: Any, key: str, from_env: bool = False) -> Any:
@@ -255,7 +261,11 @@ def _coerce(value: Any, hint: Any, key: str, from_env: bool = False) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
-        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "0", "false", "no")
+        ):
             return value.lower() in ("1", "true", "yes")
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -332,6 +342,7 @@ def describe(cls: type) -> list[tuple[str, Any, str]]:
     """(name, default, doc) for every setting of a section, for docs and the example file."""
     out = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
         out.append((f.name, default, f.metadata.get("doc", "")))
     return out

@@ -97,7 +97,9 @@ class Histogram(_Metric):
             cumulative = 0.0
             for bound, n in zip(self.buckets, row, strict=False):
                 cumulative += n
-                lines.append(f"{self.name}_bucket{_fmt_labels(key, ('le', f'{bound:g}'))} {cumulative:g}")
+                lines.append(
+                    f"{self.name}_bucket{_fmt_labels(key, ('le', f'{bound:g}'))} {cumulative:g}"
+                )
             lines.append(f"{self.name}_bucket{_fmt_labels(key, ('le', '+Inf'))} {row[-1]:g}")
             lines.append(f"{self.name}_sum{_fmt_labels(key)} {row[-2]:g}")
             lines.append(f"{self.name}_count{_fmt_labels(key)} {row[-1]:g}")
@@ -120,7 +122,9 @@ class Registry:
     def gauge(self, name: str, doc: str) -> Gauge:
         return self._get(Gauge, name, doc)  # type: ignore[return-value]
 
-    def histogram(self, name: str, doc: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
+    def histogram(
+        self, name: str, doc: str, buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> Histogram:
         return self._get(Histogram, name, doc, buckets)  # type: ignore[return-value]
 
     def render(self) -> str:

@@ -1,0 +1,383 @@
+"""EmbeddingService: the asyncio front end of one model running on one dedicated thread.
+
+Two lanes feed the model, and the query lane always goes first, so an interactive query
+waits for at most the batch in flight. While queries are arriving, bulk batches are also
+cut short (``batching.interactive_bulk_ms``) so that wait stays small even when a back-fill
+saturates the model. Admission is bounded per lane (429 beyond it), tokenisation runs on
+per-lane worker threads (never on the event loop, and a bulk flood never delays a
+query's tokenisation), and a model failure fails every waiting request with 503 and
+marks the service unhealthy until a probe succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings
+from es_embed.embed.batching import Item, Request, cut_batch
+from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
+from es_embed.errors import EmbedError, ErrorKind, invalid, overloaded, unavailable
+from es_embed.metrics import SIZE_BUCKETS, Registry
+
+log = logging.getLogger(__name__)
+
+MIN_DIMS = 32
+LANES: tuple[Lane, ...] = ("query", "bulk")  # priority order
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # float32 [n, dims], unit length
+    prompt_tokens: int
+    truncated: int
+
+
+def truncate_and_normalize(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """Matryoshka: keep the first ``dims`` components, then rescale to unit length."""
+    cut = np.asarray(vectors[:, :dims], dtype=np.float32)
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return cut / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def format_query(task: str, text: str) -> str:
+    # Exactly as Qwen3-Embedding's authors format queries: one newline, no space after ':'.
+    return f"Instruct: {task}\nQuery:{text}"
+
+
+class EmbeddingService:
+    def __init__(
+        self,
+        encoder: Encoder,
+        batching: BatchSettings,
+        model: ModelSettings,
+        registry: Registry | None = None,
+    ) -> None:
+        self._encoder = encoder
+        self._batching = batching
+        self._model = model
+        self._queues: dict[Lane, deque[Item]] = {lane: deque() for lane in LANES}
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._model_thread: ThreadPoolExecutor | None = None
+        self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
+        self._failure: str | None = None
+        self._stopping = False
+        self._last_query = -1e9
+        self._seconds_per_token = 0.0  # moving average of forward time per padded token
+        self._metrics(registry or Registry())
+
+    def _metrics(self, r: Registry) -> None:
+        self._m_queue = r.gauge("es_embed_queue_depth", "Inputs waiting, by lane.")
+        self._m_batch_size = r.histogram(
+            "es_embed_batch_size", "Inputs per forward pass.", SIZE_BUCKETS
+        )
+        self._m_batch_tokens = r.histogram(
+            "es_embed_batch_tokens", "Padded tokens per forward pass.", SIZE_BUCKETS
+        )
+        self._m_forward = r.histogram("es_embed_forward_seconds", "Forward pass duration.")
+        self._m_tokens = r.counter("es_embed_tokens_total", "Tokens embedded (unpadded), by lane.")
+        self._m_tps = r.gauge("es_embed_tokens_per_second", "Tokens/s of the last forward pass.")
+        self._m_truncated = r.counter(
+            "es_embed_truncated_inputs_total", "Inputs cut to max_length."
+        )
+        self._m_rejected = r.counter(
+            "es_embed_rejected_total", "Inputs refused, by lane and reason."
+        )
+        self._m_failures = r.counter("es_embed_model_failures_total", "Forward passes that raised.")
+        self._m_healthy = r.gauge("es_embed_healthy", "1 while the model thread is healthy.")
+        for lane in LANES:
+            self._m_queue.set(0, lane=lane)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._encoder.info
+
+    async def start(self) -> None:
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="es-embed-model")
+        self._tokenizers = {
+            lane: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{lane}") for lane in LANES
+        }
+        self._scheduler = asyncio.create_task(self._schedule(), name="es-embed-scheduler")
+        self._m_healthy.set(1)
+
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Refuse new work, let queued work finish for up to ``drain_seconds``, fail the rest."""
+        self._stopping = True
+        deadline = time.monotonic() + drain_seconds
+        while any(self._queues.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in (self._scheduler, self._prober):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._fail_all(unavailable("the embedding service is shutting down"))
+        for pool in (self._model_thread, *self._tokenizers.values()):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def health(self) -> tuple[bool, str | None]:
+        if self._stopping:
+            return False, "shutting down"
+        if self._scheduler is None:
+            return False, "not started"
+        if self._scheduler.done():
+            return False, "batch scheduler stopped"
+        if self._failure is not None:
+            return False, self._failure
+        return True, None
+
+    # ---- request helpers -------------------------------------------------------------
+
+    def check_dims(self, dims: int | None, param: str = "dimensions") -> int:
+        info = self.info
+        if dims is None:
+            return info.hidden_size
+        if isinstance(dims, bool) or not isinstance(dims, int):
+            raise invalid(f"{param} must be an integer, got {type(dims).__name__}", param)
+        if info.matryoshka_dims:
+            if dims not in info.matryoshka_dims:
+                valid = ", ".join(map(str, info.matryoshka_dims))
+                raise invalid(f"{param} must be one of {valid} for this model, got {dims}", param)
+            return dims
+        low = min(MIN_DIMS, info.hidden_size)
+        if not low <= dims <= info.hidden_size:
+            raise invalid(
+                f"{param} must be between {low} and {info.hidden_size} for this model, got {dims}",
+                param,
+            )
+        return dims
+
+    def format_query(self, text: str, instruction: str | None = None) -> str:
+        """The query text the model sees; instruction-tuned models get their instruction.
+
+        An explicit or configured task always applies. Otherwise a prompt declared by the
+        model's sentence-transformers config wins, and last-token (Qwen3-style) models get
+        the default task; mean/cls models without a prompt (MiniLM) see the bare query.
+        """
+        task = instruction or (
+            self._model.query_instruction
+            if self._model.query_instruction != DEFAULT_QUERY_TASK
+            else None
+        )
+        if task:
+            return format_query(task, text)
+        if self.info.query_prompt is not None:
+            return self.info.query_prompt + text
+        if self.info.pooling == "lasttoken":
+            return format_query(DEFAULT_QUERY_TASK, text)
+        return text
+
+    async def embed_documents(self, texts: Sequence[str], dims: int | None = None) -> np.ndarray:
+        return (await self.embed(texts, input_type="document", dims=dims)).vectors
+
+    async def embed_query(
+        self, text: str, dims: int | None = None, instruction: str | None = None
+    ) -> np.ndarray:
+        result = await self.embed([text], input_type="query", dims=dims, instruction=instruction)
+        return result.vectors[0]
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        input_type: InputType = "document",
+        dims: int | None = None,
+        instruction: str | None = None,
+        lane: Lane | None = None,
+    ) -> Embeddings:
+        dims = self.check_dims(dims)
+        lane = lane or ("query" if input_type == "query" else "bulk")
+        for i, text in enumerate(texts):
+            if not text:
+                raise invalid(f"input[{i}] is empty; every input needs some text", f"input[{i}]")
+        if not texts:
+            return Embeddings(np.zeros((0, dims), np.float32), 0, 0)
+        self._admit(lane, len(texts))
+        if input_type == "query":
+            texts = [self.format_query(t, instruction) for t in texts]
+        loop = asyncio.get_running_loop()
+        tokens = await loop.run_in_executor(self._tokenizers[lane], self._encoder.tokenize, texts)
+        truncated = self._check_lengths(tokens)
+        self._admit(lane, len(texts))  # again: the lane may have filled while we tokenised
+        request = Request(size=len(tokens), future=loop.create_future())
+        self._enqueue(lane, request, tokens)
+        try:
+            vectors = await request.future
+        except asyncio.CancelledError:
+            # The client went away: its queued inputs are dropped before the model sees them.
+            request.cancelled = True
+            self._update_depth()
+            raise
+        return Embeddings(
+            truncate_and_normalize(vectors, dims),
+            prompt_tokens=sum(len(t.ids) for t in tokens),
+            truncated=truncated,
+        )
+
+    def _admit(self, lane: Lane, n: int) -> None:
+        if self._stopping:
+            raise unavailable("the embedding service is shutting down")
+        if self._failure is not None:
+            raise unavailable(f"the model is unavailable: {self._failure}")
+        limit = self._batching.query_queue if lane == "query" else self._batching.bulk_queue
+        queued = len(self._queues[lane])
+        # An oversized request is still admitted into an empty lane, so it cannot starve.
+        if queued and queued + n > limit:
+            self._m_rejected.inc(n, lane=lane, reason="queue_full")
+            raise overloaded(lane, self._batching.retry_after_seconds)
+
+    def _check_lengths(self, tokens: list[Tokenized]) -> int:
+        cut = [i for i, t in enumerate(tokens) if t.truncated]
+        if cut and self._model.truncation == "error":
+            i = cut[0]
+            raise EmbedError(
+                ErrorKind.INVALID_REQUEST,
+                f"input[{i}] has {tokens[i].original_length} tokens, more than the limit of "
+                f"{self.info.max_length} (model.max_length); shorten it or set "
+                "model.truncation: truncate",
+                param=f"input[{i}]",
+                code="input_too_long",
+            )
+        if cut:
+            self._m_truncated.inc(len(cut))
+        return len(cut)
+
+    def _enqueue(self, lane: Lane, request: Request, tokens: list[Tokenized]) -> None:
+        if lane == "query":
+            self._last_query = time.monotonic()
+        queue = self._queues[lane]
+        for i, tok in enumerate(tokens):
+            self._seq += 1
+            queue.append(Item(request, i, tok, self._seq))
+        self._update_depth()
+        self._wakeup.set()
+
+    def _update_depth(self) -> None:
+        for lane, queue in self._queues.items():
+            self._m_queue.set(len(queue), lane=lane)
+
+    # ---- the model thread --------------------------------------------------------------
+
+    def _next_batch(self) -> tuple[Lane, list[Item]] | None:
+        b = self._batching
+        for lane in LANES:
+            max_tokens = b.max_batch_tokens
+            if lane == "bulk" and self._interactive():
+                max_tokens = self._interactive_budget()
+            batch = cut_batch(
+                self._queues[lane], max_tokens, b.max_batch_size, 4 * b.max_batch_size
+            )
+            if batch:
+                return lane, batch
+        return None
+
+    def _interactive(self) -> bool:
+        return time.monotonic() - self._last_query < self._batching.interactive_window_seconds
+
+    def _interactive_budget(self) -> int:
+        """Padded tokens that fit in interactive_bulk_ms, from the measured forward speed."""
+        if self._seconds_per_token <= 0:
+            return self._batching.max_batch_tokens
+        budget = self._batching.interactive_bulk_ms / 1000 / self._seconds_per_token
+        return max(1, min(self._batching.max_batch_tokens, int(budget)))
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            picked = self._next_batch()
+            if picked is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            lane, batch = picked
+            self._update_depth()
+            tokens = [it.tokens for it in batch]
+            started = time.perf_counter()
+            try:
+                vectors = await loop.run_in_executor(self._model_thread, self._forward, tokens)
+            except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
+                self._on_model_failure(exc, batch)
+                continue
+            self._record(lane, tokens, time.perf_counter() - started)
+            self._deliver(batch, vectors)
+
+    def _forward(self, tokens: list[Tokenized]) -> np.ndarray:
+        vectors = self._encoder.forward(tokens)
+        if vectors.shape[0] != len(tokens) or not np.isfinite(vectors).all():
+            raise FloatingPointError("the model returned non-finite or mis-shaped vectors")
+        return vectors
+
+    def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
+        padded = max(len(t.ids) for t in tokens) * len(tokens)
+        real = sum(len(t.ids) for t in tokens)
+        per_token = seconds / padded
+        self._seconds_per_token = (
+            per_token
+            if self._seconds_per_token == 0
+            else 0.8 * self._seconds_per_token + 0.2 * per_token
+        )
+        self._m_batch_size.observe(len(tokens))
+        self._m_batch_tokens.observe(padded)
+        self._m_forward.observe(seconds)
+        self._m_tokens.inc(real, lane=lane)
+        self._m_tps.set(real / seconds if seconds > 0 else 0.0)
+
+    @staticmethod
+    def _deliver(batch: list[Item], vectors: np.ndarray) -> None:
+        for item, vector in zip(batch, vectors, strict=True):
+            req = item.request
+            if req.cancelled or req.future.done():
+                continue
+            req.vectors[item.index] = vector
+            req.remaining -= 1
+            if req.remaining == 0:
+                req.future.set_result(np.stack(req.vectors))
+
+    def _on_model_failure(self, exc: BaseException, batch: list[Item]) -> None:
+        self._failure = f"model forward pass failed: {type(exc).__name__}: {exc}"
+        log.error("%s; failing waiting requests and probing for recovery", self._failure)
+        self._m_failures.inc()
+        self._m_healthy.set(0)
+        error = unavailable(f"the model is unavailable: {self._failure}")
+        for item in batch:
+            if not item.request.future.done():
+                item.request.future.set_exception(error)
+        self._fail_all(error)
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.create_task(self._probe_until_healthy())
+
+    def _fail_all(self, error: EmbedError) -> None:
+        for queue in self._queues.values():
+            for item in queue:
+                if not item.request.future.done():
+                    item.request.future.set_exception(error)
+            queue.clear()
+        self._update_depth()
+
+    async def _probe_until_healthy(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._failure is not None and not self._stopping:
+            await asyncio.sleep(self._batching.probe_interval_seconds)
+            try:
+                probe = await loop.run_in_executor(
+                    self._tokenizers["query"], self._encoder.tokenize, ["health probe"]
+                )
+                await loop.run_in_executor(self._model_thread, self._forward, probe)
+            except Exception as exc:
+                log.warning("model probe still failing: %s", exc)
+                continue
+            log.info("model probe succeeded; the embedding service is healthy again")
+            self._failure = None
+            self._m_healthy.set(1)
