@@ -1,0 +1,80 @@
+"""``es-embed backfill --config FILE [--index NAME]``: run the feed up to now, then exit.
+
+The same feed as ``es-embed serve`` (same checkpoints), so a backfill that is stopped or
+killed resumes where it was, and ``serve`` afterwards only sees newer writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from typing import Any
+
+from es_embed.config import ConfigError, Settings, load_settings
+from es_embed.follow.follower import Follower
+from es_embed.follow.progress import ProgressLine
+from es_embed.follow.runtime import embedding_service, es_client, run_command
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "backfill",
+        help="embed every document whose vector is missing or stale, then exit",
+        description="Process each configured index up to its current global checkpoint "
+        "(documents written later are left to `es-embed serve`), with a progress line.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML settings file")
+    p.add_argument("--index", action="append", metavar="NAME", help="only this index (repeat)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_command(_run(settings, args.index), settings)
+
+
+async def _run(settings: Settings, names: list[str] | None) -> int:
+    confs = [settings.index(n) for n in names] if names else list(settings.indices)
+    if not confs:
+        raise ConfigError("indices: nothing to back-fill; add at least one index to the config")
+    async with es_client(settings) as es, embedding_service(settings) as service:
+        followers = [Follower(es, service, conf, settings.follow) for conf in confs]
+        bar = ProgressLine("checked")
+        show = asyncio.create_task(_show(bar, followers))
+        try:
+            await asyncio.gather(*(f.run_once_to_current() for f in followers))
+        finally:
+            show.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await show
+            await asyncio.gather(*(f.stop() for f in followers), return_exceptions=True)
+        bar.finish(**_totals(followers))
+    failed = sum(f.progress.failed for f in followers)
+    return 1 if failed else 0
+
+
+def _totals(followers: list[Follower]) -> dict[str, Any]:
+    def total(key: str) -> int:
+        return sum(getattr(f.progress, key) or 0 for f in followers)
+
+    known = [f.progress.total for f in followers]
+    return {
+        "done": total("checked"),
+        "total": sum(t for t in known if t) if all(t is not None for t in known) else None,
+        "embedded": total("embedded"),
+        "skipped": total("skipped"),
+        "conflicts": total("conflicts"),
+        "failed": total("failed"),
+    }
+
+
+async def _show(bar: ProgressLine, followers: list[Follower]) -> None:
+    while True:
+        bar.update(**_totals(followers))
+        await asyncio.sleep(0.2)

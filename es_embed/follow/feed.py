@@ -1,0 +1,358 @@
+"""The change feed of one shard: read ``_seq_no`` in (checkpoint, target], embed, write back.
+
+Reading, embedding and writing overlap: while page k is being embedded (and then written),
+page k+1 is already being read and queued for the model, so the model never waits for
+Elasticsearch. Pages finish in any order but the checkpoint only moves past a page once
+it and every page before it are written, so a crash re-reads at most the pages in flight
+(and skips those already written: their hash is current).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from elasticsearch import AsyncElasticsearch, NotFoundError
+
+from es_embed.embed.service import EmbeddingService
+from es_embed.errors import EmbedError, ErrorKind
+from es_embed.follow.hashing import content_hash, document_text, stored_hash
+from es_embed.follow.retry import Backoff
+from es_embed.follow.state import CheckpointStore
+
+log = logging.getLogger(__name__)
+
+PAGES_IN_FLIGHT = 3  # enough to keep the model fed while a page is read and another written
+WRITE_ATTEMPTS = 5  # per bulk item refused with 429/5xx, before the page is retried whole
+VECTOR_DECIMALS = 8  # float32 keeps ~7 significant digits; 8 decimals halve the JSON size
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the feed writes for one configured index."""
+
+    name: str  # configured index, alias or data stream
+    text_fields: tuple[str, ...]
+    vector_field: str
+    dims: int  # effective, never 0
+    model: str  # model id, part of the hash
+
+    def hash(self, text: str) -> str:
+        return content_hash(self.model, self.dims, text)
+
+
+@dataclass
+class Progress:
+    checked: int = 0  # documents read from the feed
+    embedded: int = 0  # vectors written
+    skipped: int = 0  # hash already current, or no text and no vector
+    conflicts: int = 0  # write-backs dropped: the document changed or vanished since read
+    failed: int = 0  # documents Elasticsearch or the model refused for good (logged)
+    cleared: int = 0  # vectors removed because the text became empty
+    total: int | None = None  # documents to check, when known (backfill)
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {
+            k: getattr(self, k)
+            for k in ("checked", "embedded", "skipped", "conflicts", "failed", "cleared", "total")
+        }
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """``a.b`` -> {"a": {"b": value}}: a partial update merges objects, not dotted keys."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(a.get(k), dict):
+            _merge(a[k], v)
+        else:
+            a[k] = v
+    return a
+
+
+def vector_doc(target: Target, vector: np.ndarray | None, digest: str | None) -> dict[str, Any]:
+    """The partial document written back: the vector and its ``_embed`` record (or nulls)."""
+    if vector is None:
+        return _merge(_nested(target.vector_field, None), {"_embed": None})
+    values = np.round(vector.astype(np.float64), VECTOR_DECIMALS).tolist()
+    embed = {
+        "hash": digest,
+        "model": target.model,
+        "dims": target.dims,
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    return _merge(_nested(target.vector_field, values), {"_embed": embed})
+
+
+class IndexGone(Exception):
+    """The concrete index was deleted while we read it; the follower notices and moves on."""
+
+
+class ShardFeed:
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        service: EmbeddingService,
+        target: Target,
+        store: CheckpointStore,
+        *,
+        index: str,
+        uuid: str,
+        shard: int,
+        page_size: int,
+        progress: Progress,
+    ) -> None:
+        self._es = es
+        self._service = service
+        self.target = target
+        self._store = store
+        self.index, self.uuid, self.shard = index, uuid, shard
+        self._page_size = page_size
+        self.progress = progress
+        self.checkpoint = -1  # every operation <= this is written back (or needed nothing)
+        self._saved = -2
+
+    async def load(self) -> int:
+        self.checkpoint = await self._store.load(self.uuid, self.shard)
+        self._saved = self.checkpoint
+        return self.checkpoint
+
+    async def save(self) -> None:
+        if self._saved != self.checkpoint:
+            await self._store.save(
+                self.target.name, self.index, self.uuid, self.shard, self.checkpoint
+            )
+            self._saved = self.checkpoint
+
+    async def count_pending(self, upto: int) -> int:
+        resp = await self._es.count(
+            index=self.index,
+            preference=f"_shards:{self.shard}",
+            query=self._range(self.checkpoint, upto),
+        )
+        return int(resp["count"])
+
+    # ---- one catch-up: (checkpoint, upto] ---------------------------------------------
+
+    async def catch_up(self, upto: int) -> None:
+        """Process every operation up to ``upto`` (a global checkpoint) and store it.
+
+        Raises on failure; the checkpoint then stays at the last fully written page.
+        """
+        if upto <= self.checkpoint:
+            return
+        try:
+            # Makes every operation up to the global checkpoint visible to search.
+            await self._es.indices.refresh(index=self.index)
+        except NotFoundError as exc:
+            raise IndexGone(self.index) from exc
+        in_flight: deque[tuple[int, asyncio.Task[None]]] = deque()
+        after = self.checkpoint
+        try:
+            while True:
+                hits = await self._read(after, upto)
+                last_page = len(hits) < self._page_size
+                if hits:
+                    # Everything <= the last hit's _seq_no is in this page or an earlier one.
+                    bound = upto if last_page else int(hits[-1]["_seq_no"])
+                    in_flight.append((bound, asyncio.create_task(self._process(hits))))
+                    after = bound
+                while in_flight and (last_page or len(in_flight) >= PAGES_IN_FLIGHT):
+                    await self._commit(*in_flight.popleft())
+                if last_page:
+                    # Operations with no live document (deletes, overwritten versions) count too.
+                    self.checkpoint = max(self.checkpoint, upto)
+                    await self.save()
+                    return
+        finally:
+            for _, task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*(t for _, t in in_flight), return_exceptions=True)
+
+    async def _commit(self, bound: int, task: asyncio.Task[None]) -> None:
+        await task
+        self.checkpoint = bound
+        await self.save()
+
+    @staticmethod
+    def _range(after: int, upto: int) -> dict[str, Any]:
+        return {"range": {"_seq_no": {"gt": after, "lte": upto}}}
+
+    async def _read(self, after: int, upto: int) -> list[dict[str, Any]]:
+        try:
+            resp = await self._es.search(
+                index=self.index,
+                preference=f"_shards:{self.shard}",
+                query=self._range(after, upto),
+                sort=[{"_seq_no": "asc"}],
+                size=self._page_size,
+                seq_no_primary_term=True,
+                source_includes=[*self.target.text_fields, "_embed.hash"],
+                track_total_hits=False,
+            )
+        except NotFoundError as exc:
+            raise IndexGone(self.index) from exc
+        hits: list[dict[str, Any]] = resp["hits"]["hits"]
+        return hits
+
+    # ---- one page ---------------------------------------------------------------------
+
+    async def _process(self, hits: Sequence[dict[str, Any]]) -> None:
+        todo: list[tuple[dict[str, Any], str, str]] = []  # (hit, text, hash)
+        current: list[tuple[dict[str, Any], str, str]] = []  # hash matches: skip if vector there
+        clear: list[dict[str, Any]] = []
+        p = self.progress
+        for hit in hits:
+            p.checked += 1
+            source = hit.get("_source") or {}
+            text = document_text(source, self.target.text_fields)
+            old = stored_hash(source)
+            if not text:
+                if old is None:
+                    p.skipped += 1
+                else:
+                    clear.append(hit)  # text removed: its old vector must go too
+                continue
+            digest = self.target.hash(text)
+            (current if digest == old else todo).append((hit, text, digest))
+        lost = await self._ids_without_vector([hit["_id"] for hit, _, _ in current])
+        for entry in current:
+            if entry[0]["_id"] in lost:
+                todo.append(entry)
+            else:
+                p.skipped += 1
+        vectors = await self._embed([text for _, text, _ in todo])
+        ops: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for (hit, _, digest), vector in zip(todo, vectors, strict=True):
+            if vector is None:
+                continue
+            ops.append((hit, vector_doc(self.target, vector, digest)))
+        ops.extend((hit, vector_doc(self.target, None, None)) for hit in clear)
+        written, cleared = await self._write(ops)
+        p.embedded += written
+        p.cleared += cleared
+
+    async def _ids_without_vector(self, ids: list[str]) -> set[str]:
+        """Which of these documents lost their vector but kept a current ``_embed``.
+
+        Elasticsearch 9 leaves vectors out of ``_source`` by default, so a client that
+        reads a document and writes it back whole drops the vector while ``_embed`` still
+        matches the text. Asked only about documents whose hash matches, so a page of our
+        own write-backs costs one cheap filter query.
+        """
+        if not ids:
+            return set()
+        resp = await self._es.search(
+            index=self.index,
+            preference=f"_shards:{self.shard}",
+            query={
+                "bool": {
+                    "filter": [{"ids": {"values": ids}}],
+                    "must_not": [{"exists": {"field": self.target.vector_field}}],
+                }
+            },
+            size=len(ids),
+            source=False,
+            track_total_hits=False,
+        )
+        return {hit["_id"] for hit in resp["hits"]["hits"]}
+
+    async def _embed(self, texts: list[str]) -> list[np.ndarray | None]:
+        """Vectors in order; None for an input the model refuses for good (logged)."""
+        if not texts:
+            return []
+        try:
+            return list(await self._embed_retrying(texts))
+        except EmbedError as exc:
+            if exc.kind is not ErrorKind.INVALID_REQUEST or len(texts) == 1:
+                raise
+        # One input is refused (e.g. too long under truncation=error): find it, keep the rest.
+        out: list[np.ndarray | None] = []
+        for text in texts:
+            try:
+                out.append((await self._embed_retrying([text]))[0])
+            except EmbedError as exc:
+                if exc.kind is not ErrorKind.INVALID_REQUEST:
+                    raise
+                log.error("%s: a document cannot be embedded: %s", self.index, exc.message)
+                self.progress.failed += 1
+                out.append(None)
+        return out
+
+    async def _embed_retrying(self, texts: list[str]) -> np.ndarray:
+        while True:
+            try:
+                return await self._service.embed_documents(texts, self.target.dims)
+            except EmbedError as exc:
+                if exc.kind is not ErrorKind.OVERLOADED:
+                    raise
+                # Our own pages filled the bulk lane: wait our turn, this is not an outage.
+                await asyncio.sleep(exc.retry_after or 0.1)
+
+    async def _write(self, ops: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[int, int]:
+        """Bulk update with if_seq_no/if_primary_term; returns (vectors written, cleared)."""
+        written = cleared = 0
+        backoff = Backoff(0.1, 5.0)
+        for attempt in range(WRITE_ATTEMPTS):
+            if not ops:
+                break
+            body: list[dict[str, Any]] = []
+            for hit, doc in ops:
+                meta = {
+                    "_index": hit["_index"],
+                    "_id": hit["_id"],
+                    "if_seq_no": hit["_seq_no"],
+                    "if_primary_term": hit["_primary_term"],
+                }
+                if hit.get("_routing") is not None:
+                    meta["routing"] = hit["_routing"]
+                body += [{"update": meta}, {"doc": doc}]
+            resp = await self._es.bulk(operations=body)
+            retry: list[tuple[dict[str, Any], dict[str, Any]]] = []
+            for (hit, doc), item in zip(ops, resp["items"], strict=True):
+                result = item["update"]
+                status = result.get("status", 500)
+                if status < 300:
+                    if doc.get("_embed") is None:
+                        cleared += 1
+                    else:
+                        written += 1
+                elif status in (404, 409):
+                    # Changed or deleted since we read it: the newer version is in the feed.
+                    self.progress.conflicts += 1
+                elif status == 429 or status >= 500:
+                    retry.append((hit, doc))
+                else:
+                    self.progress.failed += 1
+                    log.error(
+                        "%s: Elasticsearch refused the vector of document %s: %s",
+                        hit["_index"],
+                        hit["_id"],
+                        result.get("error"),
+                    )
+            ops = retry
+            if ops and attempt + 1 < WRITE_ATTEMPTS:
+                await asyncio.sleep(backoff.next())
+        if ops:
+            raise EmbedError(
+                ErrorKind.UNAVAILABLE,
+                f"{self.index}: Elasticsearch kept refusing {len(ops)} vector updates",
+            )
+        return written, cleared

@@ -1,0 +1,328 @@
+"""Follow one configured index, alias or data stream: a feed per shard of each concrete index.
+
+A supervisor polls ``GET <name>/_stats?level=shards`` (one call resolves aliases and data
+streams to their concrete indices and gives every primary's global checkpoint, index
+uuid and shard count), starts a feed for each new (uuid, shard), hands each feed its
+latest global checkpoint, and drops the feeds of indices that went away. A recreated
+index has a new uuid, so its feeds start from -1. Feeds run independently, so a long
+back-fill of one shard never delays fresh writes on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from elasticsearch import AsyncElasticsearch, NotFoundError
+
+from es_embed.config import FollowSettings, IndexSettings, Settings
+from es_embed.embed.service import EmbeddingService
+from es_embed.follow.client import build_client
+from es_embed.follow.feed import IndexGone, Progress, ShardFeed, Target
+from es_embed.follow.retry import Backoff, is_transient
+from es_embed.follow.state import CheckpointStore, ensure_state_index
+from es_embed.metrics import Registry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATS_FILTER = [
+    "indices.*.uuid",
+    "indices.*.shards.*.routing.primary",
+    "indices.*.shards.*.seq_no.global_checkpoint",
+]
+
+
+@dataclass(frozen=True)
+class ShardPosition:
+    index: str  # concrete index
+    uuid: str
+    shard: int
+    global_checkpoint: int
+
+
+async def shard_positions(es: AsyncElasticsearch, name: str) -> list[ShardPosition]:
+    """Every primary shard behind ``name``; [] when nothing by that name exists (yet)."""
+    try:
+        resp = await es.indices.stats(
+            index=name, metric="docs", level="shards", filter_path=STATS_FILTER
+        )
+    except NotFoundError:
+        return []
+    out = []
+    for index, stats in (resp.get("indices") or {}).items():
+        for shard, copies in (stats.get("shards") or {}).items():
+            for copy in copies:
+                if copy.get("routing", {}).get("primary"):
+                    gcp = int(copy.get("seq_no", {}).get("global_checkpoint", -1))
+                    out.append(ShardPosition(index, stats["uuid"], int(shard), gcp))
+    return sorted(out, key=lambda p: (p.index, p.shard))
+
+
+@dataclass
+class _Runner:
+    feed: ShardFeed
+    target: int = -1  # latest global checkpoint seen
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+def _log_failure(what: str, exc: BaseException, delay: float) -> None:
+    level = logging.WARNING if is_transient(exc) else logging.ERROR
+    log.log(level, "%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
+
+
+class Follower:
+    """Keeps the vector field of one configured index in step with its text."""
+
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        service: EmbeddingService,
+        index: IndexSettings,
+        follow: FollowSettings,
+        registry: Registry | None = None,
+    ) -> None:
+        self._es = es
+        self._service = service
+        self._follow = follow
+        dims = service.check_dims(index.dims or None, param=f"indices ({index.name}).dims")
+        self.target = Target(
+            name=index.name,
+            text_fields=tuple(index.text_fields),
+            vector_field=index.vector_field,
+            dims=dims,
+            model=service.info.model_id,
+        )
+        self.progress = Progress()
+        self._store = CheckpointStore(es, follow.state_index)
+        self._runners: dict[tuple[str, int], _Runner] = {}
+        self._stopping = asyncio.Event()
+        self._metrics(registry)
+
+    def _metrics(self, registry: Registry | None) -> None:
+        r = registry or Registry()
+        self._m_docs = r.counter(
+            "es_embed_follow_documents_total", "Documents seen by the follower, by outcome."
+        )
+        self._m_lag = r.gauge(
+            "es_embed_follow_lag_operations", "Operations between checkpoint and global checkpoint."
+        )
+        self._reported = self.progress.as_dict()
+
+    def _report(self) -> None:
+        now = self.progress.as_dict()
+        for key, value in now.items():
+            if key != "total" and value and value != self._reported.get(key):
+                self._m_docs.inc(value - (self._reported.get(key) or 0), index=self.target.name,
+                                 outcome=key)  # fmt: skip
+        self._reported = now
+        for r in self._runners.values():
+            lag = max(0, r.target - r.feed.checkpoint)
+            self._m_lag.set(lag, index=r.feed.index, shard=str(r.feed.shard))
+
+    @property
+    def checkpoints(self) -> dict[tuple[str, int], int]:
+        """(concrete index, shard) -> stored position, for status pages and tests."""
+        return {(r.feed.index, r.feed.shard): r.feed.checkpoint for r in self._runners.values()}
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                delay = backoff.next()
+                _log_failure(what, exc, delay)
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    raise
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when stop() is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _feed(self, pos: ShardPosition) -> ShardFeed:
+        return ShardFeed(
+            self._es,
+            self._service,
+            self.target,
+            self._store,
+            index=pos.index,
+            uuid=pos.uuid,
+            shard=pos.shard,
+            page_size=self._follow.page_size,
+            progress=self.progress,
+        )
+
+    # ---- serve: forever -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow until stop(); Elasticsearch or model outages are waited out with backoff."""
+        name = self.target.name
+        await self._retrying(
+            "creating the state index",
+            lambda: ensure_state_index(self._es, self._follow.state_index),
+        )
+        log.info("following %s (%s, %d dims)", name, self.target.vector_field, self.target.dims)
+        backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        while not self._stopping.is_set():
+            try:
+                positions = await shard_positions(self._es, name)
+            except Exception as exc:
+                delay = backoff.next()
+                _log_failure(f"reading the shards of {name}", exc, delay)
+                await self._sleep(delay)
+                continue
+            backoff.reset()
+            await self._dispatch(positions)
+            self._report()
+            await self._sleep(self._follow.poll_interval)
+
+    async def _dispatch(self, positions: list[ShardPosition]) -> None:
+        seen = set()
+        for pos in positions:
+            key = (pos.uuid, pos.shard)
+            seen.add(key)
+            runner = self._runners.get(key)
+            if runner is None:
+                runner = self._runners[key] = _Runner(self._feed(pos))
+                runner.task = asyncio.create_task(
+                    self._run_shard(runner), name=f"es-embed-follow-{pos.index}-{pos.shard}"
+                )
+            if pos.global_checkpoint > runner.target:
+                runner.target = pos.global_checkpoint
+                runner.wake.set()
+        gone = [key for key in self._runners if key not in seen]
+        for key in gone:
+            runner = self._runners.pop(key)
+            log.info("%s shard %d is gone (index deleted or left %s); dropping its feed",
+                     runner.feed.index, runner.feed.shard, self.target.name)  # fmt: skip
+            await self._cancel(runner)
+            with contextlib.suppress(Exception):
+                await self._store.forget(runner.feed.uuid, runner.feed.shard + 1)
+
+    async def _run_shard(self, runner: _Runner) -> None:
+        feed = runner.feed
+        backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        loaded = False
+        while True:
+            await runner.wake.wait()
+            runner.wake.clear()
+            try:
+                if not loaded:
+                    await feed.load()
+                    loaded = True
+                while runner.target > feed.checkpoint:
+                    await feed.catch_up(runner.target)
+                backoff.reset()
+            except IndexGone:
+                return  # the supervisor notices on its next poll
+            except Exception as exc:
+                # Checkpoint unchanged: the next attempt re-reads from the last written page.
+                delay = backoff.next()
+                _log_failure(f"following {feed.index} shard {feed.shard}", exc, delay)
+                await asyncio.sleep(delay)
+                runner.wake.set()
+
+    @staticmethod
+    async def _cancel(runner: _Runner) -> None:
+        if runner.task is not None:
+            runner.task.cancel()
+            await asyncio.gather(runner.task, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Stop following; the last fully written position of every shard stays stored."""
+        self._stopping.set()
+        for runner in list(self._runners.values()):
+            await self._cancel(runner)
+            with contextlib.suppress(Exception):
+                await runner.feed.save()
+        self._report()
+
+    # ---- backfill: up to now, then return ------------------------------------------------
+
+    async def run_once_to_current(self) -> Progress:
+        """Process every shard up to the global checkpoint current at the start, then return."""
+        await self._retrying(
+            "creating the state index",
+            lambda: ensure_state_index(self._es, self._follow.state_index),
+        )
+        positions = await self._retrying(
+            f"reading the shards of {self.target.name}",
+            lambda: shard_positions(self._es, self.target.name),
+        )
+        runners = []
+        for pos in positions:
+            runner = _Runner(self._feed(pos), pos.global_checkpoint)
+            # Registered for stop() and checkpoints, unless run() already follows that shard.
+            self._runners.setdefault((pos.uuid, pos.shard), runner)
+            await self._retrying(f"loading the checkpoint of {pos.index}", runner.feed.load)
+            runners.append(runner)
+        total = 0
+        for r in runners:
+            if r.target > r.feed.checkpoint:
+                total += await self._retrying(
+                    f"counting {r.feed.index}", functools.partial(r.feed.count_pending, r.target)
+                )
+        self.progress.total = (self.progress.total or 0) + total
+        await asyncio.gather(*(self._catch_up_to(r) for r in runners))
+        self._report()
+        return self.progress
+
+    async def _catch_up_to(self, runner: _Runner) -> None:
+        feed = runner.feed
+        backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        while runner.target > feed.checkpoint and not self._stopping.is_set():
+            try:
+                await feed.catch_up(runner.target)
+            except IndexGone:
+                return
+            except Exception as exc:
+                delay = backoff.next()
+                _log_failure(f"back-filling {feed.index} shard {feed.shard}", exc, delay)
+                await self._sleep(delay)
+
+
+@contextlib.asynccontextmanager
+async def running_followers(
+    settings: Settings,
+    service: EmbeddingService,
+    es: AsyncElasticsearch | None = None,
+    registry: Registry | None = None,
+) -> AsyncIterator[list[Follower]]:
+    """Followers for every configured index, running in the background while inside.
+
+    For ``es-embed serve``: the API's cleanup_ctx enters this after the embedding service
+    has started and leaves it before stopping the service. Without ``es`` a client is
+    built from ``settings.elasticsearch`` and closed on exit.
+    """
+    own = es is None
+    client = es if es is not None else build_client(settings.elasticsearch)
+    followers: list[Follower] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if settings.follow.enabled:
+            followers = [
+                Follower(client, service, conf, settings.follow, registry)
+                for conf in settings.indices
+            ]
+        tasks = [
+            asyncio.create_task(f.run(), name=f"es-embed-follow-{f.target.name}") for f in followers
+        ]
+        yield followers
+    finally:
+        await asyncio.gather(*(f.stop() for f in followers), return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if own:
+            await client.close()

@@ -1,0 +1,76 @@
+"""The text a document is embedded from, and the content hash stored next to its vector.
+
+    hash = sha256_hex(f"{model}\\u001f{dims}\\u001f{text}")
+
+where ``text`` is the configured text fields joined in order with a newline. The hash is
+of the exact string the model sees (plus model and dimension), so "same hash" means
+"same vector": moving words between title and body without changing the joined text
+needs no new vector. It is one SHA-256 over one string on purpose: Painless can
+recompute it with ``String.sha256()``, so the optional ingest pipeline (see
+``pipeline.py``) can tell a stale vector from a fresh one with the same rule.
+
+Field values: a string counts unless it is blank (every character <= U+0020, the rule of
+Java's ``String.trim()``, so Python and Painless agree); a list contributes
+its non-blank strings in order; numbers, booleans, objects and nulls are ignored (their
+string forms differ between Python and Painless, and they are rarely prose).
+A field name with dots is looked up as nested objects, falling back to a literal
+dotted key (both shapes occur in ``_source``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SEPARATOR = "\u001f"  # unit separator: cannot be confused with text or a number
+FIELD_JOINER = "\n"
+
+
+def hash_prefix(model: str, dims: int) -> str:
+    return f"{model}{SEPARATOR}{dims}{SEPARATOR}"
+
+
+def content_hash(model: str, dims: int, text: str) -> str:
+    return hashlib.sha256((hash_prefix(model, dims) + text).encode("utf-8")).hexdigest()
+
+
+def field_value(source: Mapping[str, Any], path: str) -> Any:
+    """``a.b`` as nested objects, or as a literal dotted key."""
+    if path in source:
+        return source[path]
+    node: Any = source
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def is_blank(text: str) -> bool:
+    return all(ch <= " " for ch in text)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [] if is_blank(value) else [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and not is_blank(v)]
+    return []
+
+
+def document_text(source: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """The text to embed; "" when every field is missing or blank (such documents are skipped)."""
+    parts: list[str] = []
+    for name in fields:
+        parts.extend(_strings(field_value(source, name)))
+    return FIELD_JOINER.join(parts)
+
+
+def stored_hash(source: Mapping[str, Any]) -> str | None:
+    embed = source.get("_embed")
+    if isinstance(embed, Mapping):
+        value = embed.get("hash")
+        return value if isinstance(value, str) else None
+    value = source.get("_embed.hash")
+    return value if isinstance(value, str) else None

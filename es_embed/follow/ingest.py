@@ -1,0 +1,218 @@
+"""``es-embed ingest``: first loads from JSONL, with vectors computed before indexing.
+
+Each document is written once, with its vector and ``_embed`` already set, so the
+follower reads it back, finds the hash current and skips it: no second write.
+
+Bad input: the file is read twice. The first pass validates every line (JSON object,
+an id when an id field is used) and fails on the first bad line, naming its number,
+before anything is written: a bad file leaves the index untouched. ``--dry-run`` stops
+after that pass. The second pass embeds (bulk lane) and bulk-indexes in chunks bounded
+by count and bytes; embedding chunk k+1 overlaps writing chunk k. A 429 from
+Elasticsearch (whole request or per item) is retried with exponential backoff; any other
+per-item refusal is counted, and its first reason reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import ApiError, AsyncElasticsearch
+
+from es_embed.embed.service import EmbeddingService
+from es_embed.errors import EmbedError, ErrorKind, invalid
+from es_embed.follow.feed import Target, vector_doc
+from es_embed.follow.hashing import document_text
+from es_embed.follow.retry import Backoff
+
+CHUNKS_IN_FLIGHT = 2
+RETRIES_429 = 8
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    id_field: str | None = "_id"  # None: Elasticsearch assigns ids
+    fields: tuple[str, ...] | None = None  # fields copied into the document; None = all
+    chunk_docs: int = 500
+    chunk_bytes: int = 8 * 1024 * 1024
+    max_backoff: float = 30.0
+
+
+@dataclass
+class IngestResult:
+    lines: int = 0  # documents in the file
+    indexed: int = 0
+    embedded: int = 0  # documents written with a vector (the rest had no text)
+    failed: int = 0
+    first_error: str | None = None
+    retries: int = 0  # 429s waited out
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    doc_id: str | None
+    source: dict[str, Any]
+    size: int  # bytes of the line, for chunking
+
+
+def _bad(path: Path, number: int, why: str) -> EmbedError:
+    return invalid(f"{path}:{number}: {why}", param=f"line {number}", code="bad_line")
+
+
+def read_lines(path: Path, options: IngestOptions) -> Iterator[Line]:
+    """Parse and check each line; raises EmbedError naming the first bad line."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise invalid(f"cannot read {path}: {exc.strerror}", param="file") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise _bad(path, number, f"not valid JSON ({exc})") from None
+            if not isinstance(obj, dict):
+                raise _bad(path, number, f"expected a JSON object, got {type(obj).__name__}")
+            doc_id = None
+            if options.id_field:
+                value = obj.get(options.id_field)
+                if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+                    raise _bad(path, number, f"missing or empty id field {options.id_field!r}")
+                doc_id = str(value)
+                if len(doc_id.encode()) > 512:
+                    raise _bad(path, number, f"id longer than 512 bytes: {doc_id[:40]}...")
+            if options.fields is None:
+                source = {k: v for k, v in obj.items() if k != options.id_field}
+            else:
+                source = {k: obj[k] for k in options.fields if k in obj}
+            for key in source:
+                if key.startswith("_") and key != "_embed":
+                    raise _bad(path, number, f"field {key!r} is a metadata field name")
+            yield Line(number, doc_id, source, len(raw))
+
+
+def validate(path: Path, options: IngestOptions) -> int:
+    """Number of documents; raises on the first bad line."""
+    return sum(1 for _ in read_lines(path, options))
+
+
+def chunks(
+    lines: Iterator[Line], options: IngestOptions, vector_bytes: int
+) -> Iterator[list[Line]]:
+    chunk: list[Line] = []
+    size = 0
+    for line in lines:
+        cost = line.size + vector_bytes
+        if chunk and (len(chunk) >= options.chunk_docs or size + cost > options.chunk_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(line)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+class Loader:
+    def __init__(
+        self,
+        es: AsyncElasticsearch,
+        service: EmbeddingService,
+        target: Target,
+        options: IngestOptions,
+        on_progress: Callable[[IngestResult], None] | None = None,
+    ) -> None:
+        self._es = es
+        self._service = service
+        self._target = target
+        self._options = options
+        self._on_progress = on_progress or (lambda _: None)
+        self.result = IngestResult()
+
+    async def run(self, path: Path, *, dry_run: bool = False) -> IngestResult:
+        self.result.lines = validate(path, self._options)
+        if dry_run:
+            return self.result
+        in_flight: deque[asyncio.Task[None]] = deque()
+        vector_bytes = self._target.dims * 12  # ~12 JSON characters per component
+        try:
+            for chunk in chunks(read_lines(path, self._options), self._options, vector_bytes):
+                in_flight.append(asyncio.create_task(self._chunk(chunk)))
+                if len(in_flight) >= CHUNKS_IN_FLIGHT:
+                    await in_flight.popleft()
+            while in_flight:
+                await in_flight.popleft()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        return self.result
+
+    async def _chunk(self, chunk: list[Line]) -> None:
+        texts = [document_text(line.source, self._target.text_fields) for line in chunk]
+        wanted = [i for i, t in enumerate(texts) if t]
+        vectors = await self._embed([texts[i] for i in wanted])
+        docs = [dict(line.source) for line in chunk]
+        for i, vector in zip(wanted, vectors, strict=True):
+            docs[i].update(vector_doc(self._target, vector, self._target.hash(texts[i])))
+        ops = []
+        for line, doc in zip(chunk, docs, strict=True):
+            meta: dict[str, Any] = {"_index": self._target.name}
+            if line.doc_id is not None:
+                meta["_id"] = line.doc_id
+            ops.append(({"index": meta}, doc, "_embed" in doc))
+        await self._bulk(ops)
+        self._on_progress(self.result)
+
+    async def _embed(self, texts: list[str]) -> Any:
+        backoff = Backoff(0.1, self._options.max_backoff)
+        while True:
+            try:
+                return await self._service.embed_documents(texts, self._target.dims)
+            except EmbedError as exc:
+                if exc.kind not in (ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE):
+                    raise
+                await asyncio.sleep(exc.retry_after or backoff.next())
+
+    async def _bulk(self, ops: list[tuple[dict[str, Any], dict[str, Any], bool]]) -> None:
+        backoff = Backoff(0.5, self._options.max_backoff)
+        for attempt in range(RETRIES_429 + 1):
+            body: list[dict[str, Any]] = []
+            for meta, doc, _ in ops:
+                body += [meta, doc]
+            try:
+                resp = await self._es.bulk(operations=body)
+            except ApiError as exc:
+                if exc.meta.status != 429 or attempt == RETRIES_429:
+                    raise
+                self.result.retries += 1
+                await asyncio.sleep(backoff.next())
+                continue
+            retry = []
+            for op, item in zip(ops, resp["items"], strict=True):
+                result = item["index"]
+                status = result.get("status", 500)
+                if status < 300:
+                    self.result.indexed += 1
+                    self.result.embedded += op[2]
+                elif status == 429 and attempt < RETRIES_429:
+                    retry.append(op)
+                else:
+                    self.result.failed += 1
+                    if self.result.first_error is None:
+                        doc_id = op[0]["index"].get("_id", "?")
+                        self.result.first_error = f"document {doc_id}: {result.get('error')}"
+            if not retry:
+                return
+            ops = retry
+            self.result.retries += 1
+            await asyncio.sleep(backoff.next())

@@ -1,0 +1,152 @@
+"""Render the Kibana Dev Tools requests in ``mappings/`` for one configured index.
+
+The files are plain Dev Tools text (a ``PUT <path>`` line, then a JSON body) so a user can
+paste them as they are; setup reads the same files and fills in the configured names,
+dims, similarity, index options and analyzers, so there is one source for the mapping.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from es_embed.config import IndexSettings
+
+MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+COMPONENT_FILE = "component-template.json"
+INDEX_TEMPLATE_FILE = "index-template.json"
+# Analyzers built into the server; every other one (cjk, english, ...) is in analysis-common.
+SERVER_ANALYZERS = frozenset({"standard", "default"})
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: dict[str, Any]
+
+    def console(self) -> str:
+        """As Kibana Dev Tools text, ready to paste."""
+        return f"{self.method} {self.path}\n{json.dumps(self.body, indent=2)}\n"
+
+
+def read_request(path: Path) -> Request:
+    text = path.read_text(encoding="utf-8")
+    head, _, body = text.lstrip().partition("\n")
+    method, _, target = head.strip().partition(" ")
+    if method not in ("PUT", "POST") or not target:
+        raise ValueError(f"{path}: the first line must be 'PUT <path>', got {head!r}")
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: the body is not valid JSON: {exc}") from None
+    return Request(method, target.strip(), parsed)
+
+
+def template_name(index: str) -> str:
+    """``es-embed-<name>``, with characters templates may not carry replaced."""
+    return "es-embed-" + (re.sub(r"[^a-z0-9_.-]+", "-", index.lower()).strip("-.") or "index")
+
+
+def vector_mapping(conf: IndexSettings, dims: int, base: dict[str, Any]) -> dict[str, Any]:
+    field = copy.deepcopy(base)
+    field.update({"type": "dense_vector", "dims": dims, "index": True})
+    field["similarity"] = conf.similarity
+    if conf.index_options:
+        field["index_options"] = {"type": conf.index_options}
+    else:
+        field.pop("index_options", None)
+    return field
+
+
+def _nest(path: str, mapping: dict[str, Any]) -> dict[str, Any]:
+    """``a.b`` -> {"a": {"properties": {"b": mapping}}} as mappings spell object fields."""
+    parts = path.split(".")
+    out: dict[str, Any] = mapping
+    for part in reversed(parts[1:]):
+        out = {"properties": {part: out}}
+    return {parts[0]: out}
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _merge(a[k], v)
+        else:
+            a[k] = v
+    return a
+
+
+def text_mapping(analyzer: str) -> dict[str, Any]:
+    return {"type": "text", "analyzer": analyzer}
+
+
+def effective_analyzers(
+    conf: IndexSettings, has_analysis_common: bool
+) -> tuple[dict[str, str], list[str]]:
+    """Analyzer per text field, and a note for each one the node cannot provide."""
+    chosen: dict[str, str] = {}
+    notes: list[str] = []
+    for field in conf.text_fields:
+        wanted = conf.analyzers.get(field, "standard")
+        if wanted not in SERVER_ANALYZERS and not has_analysis_common:
+            notes.append(
+                f"{conf.name}: field {field!r} asks for analyzer {wanted!r}, which needs the "
+                "analysis-common module that this cluster lacks; using 'standard' instead"
+                + (" (it splits Han characters one by one)" if wanted == "cjk" else "")
+            )
+            wanted = "standard"
+        chosen[field] = wanted
+    return chosen, notes
+
+
+def properties(
+    conf: IndexSettings,
+    dims: int,
+    analyzers: dict[str, str],
+    base: dict[str, Any],
+    *,
+    include_text: bool = True,
+) -> dict[str, Any]:
+    """Mapping properties for one index: the vector, ``_embed`` and (optionally) text fields."""
+    base_props = base["template"]["mappings"]["properties"]
+    base_vector = next(v for v in base_props.values() if v.get("type") == "dense_vector")
+    props: dict[str, Any] = {}
+    if include_text:
+        for field, analyzer in analyzers.items():
+            _merge(props, _nest(field, text_mapping(analyzer)))
+    _merge(props, _nest(conf.vector_field, vector_mapping(conf, dims, base_vector)))
+    props["_embed"] = copy.deepcopy(base_props["_embed"])
+    return props
+
+
+def component_template(
+    conf: IndexSettings,
+    dims: int,
+    analyzers: dict[str, str],
+    pipeline: str | None = None,
+    directory: Path = MAPPINGS_DIR,
+) -> Request:
+    base = read_request(directory / COMPONENT_FILE)
+    body = copy.deepcopy(base.body)
+    body["template"]["mappings"]["properties"] = properties(conf, dims, analyzers, base.body)
+    if pipeline:
+        body["template"]["settings"] = {"index": {"default_pipeline": pipeline}}
+    body.setdefault("_meta", {})["index"] = conf.name
+    return Request("PUT", f"_component_template/{template_name(conf.name)}", body)
+
+
+def index_template(conf: IndexSettings, directory: Path = MAPPINGS_DIR) -> Request:
+    """For indices matching the configured name: our component, nothing else of ours."""
+    base = read_request(directory / INDEX_TEMPLATE_FILE)
+    body = copy.deepcopy(base.body)
+    name = template_name(conf.name)
+    body["index_patterns"] = [conf.name]
+    body["composed_of"] = [name]
+    body.pop("template", None)  # text fields come from the component (with their analyzers)
+    body.setdefault("_meta", {})["index"] = conf.name
+    return Request("PUT", f"_index_template/{name}", body)
