@@ -72,6 +72,7 @@ class EmbeddingService:
         self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
         self._failure: str | None = None
         self._stopping = False
+        self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
         self._last_query = -1e9
         self._seconds_per_token = 0.0  # moving average of forward time per padded token
         self._metrics(registry or Registry())
@@ -116,13 +117,20 @@ class EmbeddingService:
         """Refuse new work, let queued work finish for up to ``drain_seconds``, fail the rest."""
         self._stopping = True
         deadline = time.monotonic() + drain_seconds
-        while any(self._queues.values()) and time.monotonic() < deadline:
+        while (any(self._queues.values()) or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for task in (self._scheduler, self._prober):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._fail_all(unavailable("the embedding service is shutting down"))
+        error = unavailable("the embedding service is shutting down")
+        # A batch still on the model thread when the drain time ran out: its waiters get 503
+        # rather than waiting forever for a scheduler that is gone.
+        for item in self._in_flight:
+            if not item.request.future.done():
+                item.request.future.set_exception(error)
+        self._in_flight = []
+        self._fail_all(error)
         for pool in (self._model_thread, *self._tokenizers.values()):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -305,11 +313,14 @@ class EmbeddingService:
             self._update_depth()
             tokens = [it.tokens for it in batch]
             started = time.perf_counter()
+            self._in_flight = batch
             try:
                 vectors = await loop.run_in_executor(self._model_thread, self._forward, tokens)
             except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
+                self._in_flight = []
                 self._on_model_failure(exc, batch)
                 continue
+            self._in_flight = []
             self._record(lane, tokens, time.perf_counter() - started)
             self._deliver(batch, vectors)
 

@@ -1,0 +1,51 @@
+"""``POST /v1/search``: validate the body, run the search, answer hits or a precise error.
+
+The app builds one ``Searcher`` at start-up (``make_searcher``, from the app's
+Elasticsearch client and embedding service) and stores it under ``SEARCHER``.
+
+Request: ``{index, query, mode, fusion, k, from, filter, weights, source, window,
+rank_constant, num_candidates}`` (only index and query are required).
+Answer: ``{hits: [{_index, _id, _score, _source, legs: {bm25: {rank, score}, knn: {rank,
+score}}}], took_ms, embed_ms}``. Unknown index: 404 naming it; a bad field: 400 naming it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from elasticsearch import AsyncElasticsearch
+
+from es_embed.config import Settings
+from es_embed.embed.service import EmbeddingService
+from es_embed.errors import EmbedError, invalid
+from es_embed.search.execute import Searcher
+from es_embed.search.spec import spec_from_json
+
+SEARCHER = web.AppKey("searcher", Searcher)
+
+
+def make_searcher(
+    es: AsyncElasticsearch, service: EmbeddingService, settings: Settings
+) -> Searcher:
+    return Searcher(es, service.embed_query, settings.indices)
+
+
+async def post_search(request: web.Request) -> web.Response:
+    try:
+        try:
+            raw = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise invalid(f"the request body is not valid JSON: {exc}", None) from None
+        spec = spec_from_json(raw)
+        result = await request.app[SEARCHER].search(spec)
+    except EmbedError as exc:
+        return error_response(exc)
+    return web.json_response(result.to_json())
+
+
+def error_response(exc: EmbedError) -> web.Response:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return web.json_response(exc.envelope(), status=exc.kind.status, headers=headers)

@@ -1,0 +1,247 @@
+"""``es-embed search "text" --index NAME [--mode ...] [--json] [--explain] [--dev-console]``.
+
+The query is embedded in-process with the configured model (loaded only for modes that
+need a vector), or by a running sidecar with ``--server URL`` (its ``/v1/embeddings``,
+``input_type: query``), which skips loading the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from es_embed.config import ConfigError, Settings, api_keys, load_settings
+from es_embed.errors import EmbedError, ErrorKind, invalid
+from es_embed.follow.runtime import embedding_service, es_client, run_command
+from es_embed.search.devconsole import render
+from es_embed.search.execute import QueryEmbedder, Searcher, SearchResult
+from es_embed.search.fusion import Hit
+from es_embed.search.spec import FUSIONS, MODES, SearchSpec, spec_from_json
+
+SNIPPET = 80
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "search",
+        help="hybrid BM25 + kNN search of a configured index",
+        description="Search a configured index by words (bm25), by meaning (knn) or both "
+        "(hybrid, fused client-side by RRF or min-max linear, or by Elasticsearch).",
+    )
+    p.add_argument("query", help="the query text")
+    p.add_argument("--index", required=True, metavar="NAME", help="a configured index")
+    p.add_argument("--config", metavar="FILE", help="YAML settings file")
+    p.add_argument("--mode", choices=MODES, default="hybrid")
+    p.add_argument("--fusion", choices=FUSIONS, default="rrf", help="hybrid only")
+    p.add_argument("--k", type=int, default=10, help="hits per page (default 10)")
+    p.add_argument("--from", type=int, default=0, dest="from_", help="page offset")
+    p.add_argument("--window", type=int, default=100, help="hits per leg that are fused")
+    p.add_argument("--rank-constant", type=int, default=60, help="RRF rank constant")
+    p.add_argument("--num-candidates", type=int, help="kNN candidates (default max(100, 2k))")
+    p.add_argument("--filter", metavar="JSON", help="query DSL object applied to both legs")
+    p.add_argument("--weights", metavar="bm25=W,knn=W", help="linear / sum weights")
+    p.add_argument("--source", metavar="FIELDS", help="comma-separated fields, or 'false'")
+    p.add_argument("--server", metavar="URL", help="embed the query with this running sidecar")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    out.add_argument(
+        "--dev-console",
+        action="store_true",
+        help="print the request(s) as Kibana Dev Tools text instead of running them",
+    )
+    p.add_argument("--explain", action="store_true", help="show each leg's part of the score")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        spec = spec_from_args(args)
+        settings.index(spec.index)
+    except (ConfigError, EmbedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_command(_run(settings, spec, args), settings)
+
+
+def spec_from_args(args: argparse.Namespace) -> SearchSpec:
+    raw: dict[str, Any] = {
+        "index": args.index,
+        "query": args.query,
+        "mode": args.mode,
+        "fusion": args.fusion,
+        "k": args.k,
+        "from": args.from_,
+        "window": args.window,
+        "rank_constant": args.rank_constant,
+    }
+    if args.num_candidates is not None:
+        raw["num_candidates"] = args.num_candidates
+    if args.filter:
+        try:
+            raw["filter"] = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            raise invalid(f"--filter is not valid JSON: {exc}", "filter") from None
+    if args.weights:
+        raw["weights"] = _weights(args.weights)
+    if args.source:
+        raw["source"] = False if args.source == "false" else args.source.split(",")
+    return spec_from_json(raw)
+
+
+def _weights(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise invalid(f"--weights: expected bm25=W,knn=W, got {text!r}", "weights") from None
+    return out
+
+
+async def _run(settings: Settings, spec: SearchSpec, args: argparse.Namespace) -> int:
+    try:
+        async with es_client(settings) as es, _embedder(settings, spec, args.server) as embed:
+            searcher = Searcher(es, embed, settings.indices)
+            if args.dev_console:
+                p, _ = await searcher.prepare(spec)
+                print(render(p, spec))
+                return 0
+            result = await searcher.search(spec)
+    except EmbedError as exc:
+        if exc.kind in (ErrorKind.UNAVAILABLE, ErrorKind.OVERLOADED):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(format_result(result, spec, explain=args.explain))
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _embedder(
+    settings: Settings, spec: SearchSpec, server: str | None
+) -> AsyncIterator[QueryEmbedder]:
+    if not spec.needs_vector:
+        yield _no_vectors
+    elif server:
+        async with _server_embedder(settings, server) as embed:
+            yield embed
+    else:
+        async with embedding_service(settings) as service:
+
+            async def embed(text: str, dims: int | None) -> np.ndarray:
+                return await service.embed_query(text, dims)
+
+            yield embed
+
+
+async def _no_vectors(text: str, dims: int | None) -> np.ndarray:
+    raise AssertionError("bm25 needs no query vector")
+
+
+@contextlib.asynccontextmanager
+async def _server_embedder(settings: Settings, url: str) -> AsyncIterator[QueryEmbedder]:
+    import aiohttp  # the CLI may use HTTP; search itself never does
+
+    headers = {}
+    keys = sorted(api_keys(settings.server))
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0]}"
+    endpoint = url.rstrip("/") + "/v1/embeddings"
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def embed(text: str, dims: int | None) -> np.ndarray:
+            body: dict[str, Any] = {
+                "input": text,
+                "model": settings.model.model_id,
+                "input_type": "query",
+            }
+            if dims:
+                body["dimensions"] = dims
+            try:
+                async with session.post(endpoint, json=body) as resp:
+                    answer = await resp.json(content_type=None)
+                    if resp.status != 200:
+                        message = (answer.get("error") or {}).get("message", answer)
+                        raise EmbedError(
+                            ErrorKind.UNAVAILABLE,
+                            f"{endpoint} answered {resp.status}: {message}",
+                            code="embedding_server_error",
+                        )
+            except aiohttp.ClientError as exc:
+                raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {endpoint}: {exc}") from None
+            return np.asarray(answer["data"][0]["embedding"], dtype=np.float32)
+
+        yield embed
+
+
+def format_result(result: SearchResult, spec: SearchSpec, explain: bool = False) -> str:
+    lines = [
+        f"{len(result.hits)} hits  ({spec.mode}"
+        + (f", {spec.fusion}" if spec.mode == "hybrid" else "")
+        + f"; {result.took_ms:.1f} ms, embedding {result.embed_ms:.1f} ms)"
+    ]
+    for rank, hit in enumerate(result.hits, start=spec.from_ + 1):
+        legs = "  ".join(_leg_text(name, hit) for name in ("bm25", "knn"))
+        lines.append(f"{rank:>3}. {hit.score:<10.5g} {hit.id}  [{legs}]")
+        snippet = _snippet(hit.source)
+        if snippet:
+            lines.append(f"     {snippet}")
+        if explain:
+            lines.extend(f"     {line}" for line in explain_hit(hit, spec))
+    return "\n".join(lines)
+
+
+def _leg_text(name: str, hit: Hit) -> str:
+    leg = hit.legs.get(name)
+    if leg is None:
+        return f"{name} -"
+    rank = f"#{leg.rank} " if leg.rank is not None else ""
+    return f"{name} {rank}{leg.score:.4g}"
+
+
+def explain_hit(hit: Hit, spec: SearchSpec) -> list[str]:
+    """How this hit's score was made, leg by leg, in the terms of the fusion formula."""
+    if spec.mode != "hybrid":
+        return [f"{spec.mode} score {hit.score:.6g} (Elasticsearch's own)"]
+    if spec.fusion.startswith("native_"):
+        return [f"score {hit.score:.6g} from Elasticsearch's {spec.fusion[7:]} retriever"]
+    out = []
+    for name in ("bm25", "knn"):
+        leg = hit.legs.get(name)
+        part = 0.0 if leg is None or leg.contribution is None else leg.contribution
+        if leg is None:
+            out.append(f"{name}: not in the leg's first {spec.window} hits -> 0")
+        elif spec.fusion == "rrf":
+            out.append(
+                f"{name}: rank {leg.rank} (score {leg.score:.6g}) -> "
+                f"1/({spec.rank_constant}+{leg.rank}) = {part:.6g}"
+            )
+        elif spec.fusion == "linear":
+            w = spec.weights[name]
+            out.append(
+                f"{name}: rank {leg.rank}, score {leg.score:.6g}, min-max "
+                f"{(part / w if w else 0.0):.4f} x weight {w:g} = {part:.6g}"
+            )
+        else:
+            out.append(f"{name}: boosted score {part:.6g}")
+    out.append(f"total {hit.score:.6g}")
+    return out
+
+
+def _snippet(source: Any) -> str:
+    if not isinstance(source, dict):
+        return ""
+    parts = [str(v) for v in source.values() if isinstance(v, str) and v.strip()]
+    text = " | ".join(parts).replace("\n", " ")
+    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"

@@ -1,0 +1,42 @@
+"""Run the real app (FakeEncoder behind the real EmbeddingService) under aiohttp's test client."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from es_embed.api.app import create_app
+from es_embed.config import Settings, settings_from_dict
+from tests.fakes import FakeEncoder
+
+Client = TestClient[Any, Any]
+
+
+def make_settings(**sections: Mapping[str, Any] | list[Any]) -> Settings:
+    raw: dict[str, Any] = {"model": {"name": "fake-encoder"}}
+    for name, values in sections.items():
+        raw[name] = values if isinstance(values, list) else {**raw.get(name, {}), **values}
+    return settings_from_dict(raw)
+
+
+@contextlib.asynccontextmanager
+async def api_client(
+    settings: Settings | None = None, encoder: FakeEncoder | None = None
+) -> AsyncIterator[Client]:
+    app = create_app(settings or make_settings(), encoder=encoder or FakeEncoder())
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def error_of(resp: Any, status: int) -> dict[str, Any]:
+    """Assert the status and the OpenAI envelope; return its ``error`` object."""
+    body = await resp.json()
+    assert resp.status == status, body
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["message"], error
+    return error
