@@ -28,9 +28,9 @@ from elasticsearch import Elasticsearch, helpers
 from devtools.es_node import free_port, start_node
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "samples" / "sample.jsonl"
+SAMPLE = ROOT / "samples" / "corpus.jsonl"
 INDEX = "es-embed-demo"
-QUERY = "how do vaccines train the immune system"
+QUERY = "how does a shot teach the body to fight germs"
 
 
 def minilm_dir() -> str:
