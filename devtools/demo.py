@@ -96,6 +96,8 @@ def main() -> int:
                 }
             )
         )
+        es = Elasticsearch(node.url)
+        es.indices.delete(index=INDEX, ignore_unavailable=True)  # a fresh start on reruns
         print(f"2/5 es-embed setup --config {config}")
         es_embed("setup", "--config", str(config))
         print("3/5 es-embed serve (all-MiniLM-L6-v2 on CPU, follower on)")
@@ -106,7 +108,6 @@ def main() -> int:
         try:
             wait_healthy(url, server)
             print(f"4/5 writing {len(docs)} documents with the plain elasticsearch client")
-            es = Elasticsearch(node.url)
             helpers.bulk(
                 es,
                 ({"_index": INDEX, "_id": d["_id"], "title": d.get("title", ""),

@@ -1,0 +1,329 @@
+"""The real encoder: a Hugging Face model behind the ``Encoder`` protocol.
+
+``load_encoder`` picks device and dtype, reads the pooling the model's authors declare
+(``st_config``), loads tokenizer and model with ``AutoTokenizer``/``AutoModel`` and runs a
+start-up self-check (last-token models must end every input with the end-of-text token; a
+probe embedding must be finite) so a wrong set-up fails at start, not as bad vectors later.
+
+Tokenisation calls the Rust tokenizer directly on a private copy (no padding/truncation
+state to mutate, so several threads may share it) and adds special tokens itself, which is
+what lets truncation keep ``<|endoftext|>`` last and still report the original length.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from es_embed.config import ConfigError, ModelSettings
+from es_embed.embed.pooling import normalize, pool
+from es_embed.embed.protocol import ModelInfo, Tokenized
+from es_embed.embed.st_config import PoolingSpec, read_pooling_spec
+
+log = logging.getLogger(__name__)
+
+END_OF_TEXT = "<|endoftext|>"
+SANE_MAX_LENGTH = 1_000_000  # tokenizers without a limit report int(1e30)
+PROBE_TEXTS = ("es-embed start-up probe: is every vector finite?", "a")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced NaN or infinity (typically float16 overflow)."""
+
+
+class HFEncoder:
+    """Tokenize on any thread; ``forward`` only on the model thread."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Tokenizer,
+        spec: PoolingSpec,
+        info: ModelInfo,
+        *,
+        prefix: Sequence[int],
+        suffix: Sequence[int],
+        pad_id: int,
+    ) -> None:
+        self._model = model
+        self._tok = tokenizer
+        self._spec = spec
+        self._info = info
+        self._prefix = tuple(prefix)
+        self._suffix = tuple(suffix)
+        self._pad_id = pad_id
+        self._device = torch.device(info.device)
+        params = inspect.signature(model.forward).parameters
+        # Left padding shifts absolute positions; give the real ones so a batched input is
+        # computed exactly as it would be alone.
+        self._pass_positions = spec.padding_side == "left" and "position_ids" in params
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def spec(self) -> PoolingSpec:
+        return self._spec
+
+    @property
+    def end_of_text_id(self) -> int | None:
+        """The token last-token pooling reads (None for other poolings)."""
+        if self._spec.pooling != "lasttoken" or not self._suffix:
+            return None
+        return self._suffix[-1]
+
+    def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
+        encodings = self._tok.encode_batch_fast(list(texts), add_special_tokens=False)
+        specials = len(self._prefix) + len(self._suffix)
+        room = self._info.max_length - specials
+        out = []
+        for enc in encodings:
+            content = enc.ids
+            ids = (*self._prefix, *content[:room], *self._suffix)
+            out.append(Tokenized(ids=ids, original_length=len(content) + specials))
+        return out
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        if not batch:
+            return np.zeros((0, self._info.hidden_size), dtype=np.float32)
+        ids, mask = self._pad(batch)
+        with torch.inference_mode():
+            input_ids = torch.from_numpy(ids).to(self._device)
+            attention = torch.from_numpy(mask).to(self._device)
+            kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
+            if self._pass_positions:
+                kwargs["position_ids"] = (attention.cumsum(dim=1) - 1).clamp(min=0)
+            hidden = self._model(**kwargs).last_hidden_state
+            pooled = pool(hidden, attention, self._spec.pooling)
+            if not bool(torch.isfinite(pooled).all()):
+                raise NonFiniteOutputError(
+                    f"model output is not finite ({self._info.dtype} on {self._info.device})"
+                )
+            vectors = normalize(pooled)
+        return vectors.cpu().numpy()
+
+    def _pad(self, batch: Sequence[Tokenized]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(t.ids) for t in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        left = self._spec.padding_side == "left"
+        for row, item in enumerate(batch):
+            n = len(item.ids)
+            cols = slice(width - n, width) if left else slice(0, n)
+            ids[row, cols] = item.ids
+            mask[row, cols] = 1
+        return ids, mask
+
+
+def load_encoder(model: ModelSettings) -> HFEncoder:
+    """Load, configure and self-check the model named by the settings."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    device = resolve_device(model.device)
+    dtype = resolve_dtype(model.dtype, device)
+    remote = model.trust_remote_code
+    try:
+        config = AutoConfig.from_pretrained(model.name, trust_remote_code=remote)
+        hf_tokenizer = AutoTokenizer.from_pretrained(model.name, trust_remote_code=remote)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.name: cannot load {model.name!r}: {exc}") from None
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise ConfigError(f"model.name: {model.name!r} has no fast (tokenizers) tokenizer")
+    if hasattr(config, "use_cache"):
+        config.use_cache = False  # no generation: a KV cache only costs memory
+    spec = read_pooling_spec(_local_dir(model.name), config)
+    if spec.from_files and not spec.normalize:
+        # The protocol promises unit vectors (Elasticsearch's cosine/dot_product need them).
+        log.warning("%s declares no Normalize module; es-embed normalises anyway", model.name)
+    net = _load_model(model, config, device, dtype)
+
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    prefix, suffix = _special_tokens(tokenizer, spec, hf_tokenizer, model.name)
+    pad_id = hf_tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = suffix[-1] if suffix else 0  # masked out anyway
+    info = ModelInfo(
+        model_id=model.model_id,
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+        max_length=_max_length(model, config, hf_tokenizer, spec, len(prefix) + len(suffix)),
+        device=str(device),
+        dtype=_dtype_name(dtype),
+        pooling=spec.pooling,
+        matryoshka_dims=spec.matryoshka_dims,
+        query_prompt=spec.query_prompt,
+    )
+    encoder = HFEncoder(net, tokenizer, spec, info, prefix=prefix, suffix=suffix, pad_id=pad_id)
+    return _self_check(encoder, model)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"model.device: expected auto, cpu, cuda or cuda:N, got {name!r}"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device: {name!r} requested but CUDA is not available")
+        device = torch.device("cuda", device.index or 0)
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype: expected auto, {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def _local_dir(name: str) -> Path | None:
+    """The directory holding the model's files: a local path, or the hub cache's snapshot."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.json"]))
+    except Exception as exc:  # no files means defaults; the model load itself reports why
+        log.warning("cannot read sentence-transformers files of %s: %s", name, exc)
+        return None
+
+
+def _attention_choices(device: torch.device, dtype: torch.dtype) -> list[str]:
+    choices = ["sdpa", "eager"]
+    flash = importlib.util.find_spec("flash_attn") is not None
+    if flash and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        choices.insert(0, "flash_attention_2")
+    return choices
+
+
+def _load_model(model: ModelSettings, config: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    from transformers import AutoModel
+
+    last: Exception | None = None
+    for attention in _attention_choices(device, dtype):
+        try:
+            net = AutoModel.from_pretrained(
+                model.name,
+                config=config,
+                dtype=dtype,
+                attn_implementation=attention,
+                trust_remote_code=model.trust_remote_code,
+            )
+        except (ValueError, ImportError) as exc:  # this architecture lacks that kernel
+            log.info("attention %s unavailable for %s: %s", attention, model.name, exc)
+            last = exc
+            continue
+        except OSError as exc:
+            raise ConfigError(f"model.name: cannot load {model.name!r}: {exc}") from None
+        log.info("loaded %s with %s attention, %s on %s", model.name, attention, dtype, device)
+        return net.to(device).eval()
+    raise ConfigError(f"model.name: cannot load {model.name!r}: {last}")
+
+
+def _special_tokens(
+    tokenizer: Tokenizer, spec: PoolingSpec, hf_tokenizer: Any, name: str
+) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after every single input.
+
+    Derived from the tokenizer's own post-processor; for last-token models the suffix must
+    end with the end-of-text token, and is made to if an older tokenizer does not add it.
+    """
+    prefix, suffix = _wrap(tokenizer, PROBE_TEXTS[0])
+    if _wrap(tokenizer, PROBE_TEXTS[1]) != (prefix, suffix):
+        raise ConfigError(f"model.name: {name!r}: unsupported tokenizer post-processor")
+    if spec.pooling != "lasttoken":
+        return prefix, suffix
+    eot = tokenizer.token_to_id(END_OF_TEXT)
+    if eot is None:
+        eot = hf_tokenizer.eos_token_id
+    if eot is None:
+        log.warning("%s: no end-of-text token; last-token pooling reads the last input token", name)
+        return prefix, suffix
+    if not suffix or suffix[-1] != eot:
+        log.warning(
+            "%s: the tokenizer does not append %s; es-embed appends it to every input",
+            name,
+            tokenizer.id_to_token(eot),
+        )
+        suffix = [*suffix, eot]
+    return prefix, suffix
+
+
+def _wrap(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[int]]:
+    bare = tokenizer.encode(text, add_special_tokens=False).ids
+    full = tokenizer.encode(text, add_special_tokens=True).ids
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start], full[start + len(bare) :]
+    raise ConfigError("model.name: the tokenizer's special tokens do not wrap the input")
+
+
+def _max_length(
+    model: ModelSettings, config: Any, hf_tokenizer: Any, spec: PoolingSpec, specials: int
+) -> int:
+    limits = [model.max_length]
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    tokenizer_limit = getattr(hf_tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < SANE_MAX_LENGTH:
+        limits.append(tokenizer_limit)
+    if spec.max_seq_length:
+        limits.append(spec.max_seq_length)
+    limit = min(limits)
+    if limit <= specials:
+        raise ConfigError(
+            f"model.max_length: {limit} leaves no room for text after {specials} special tokens"
+        )
+    return limit
+
+
+def _self_check(encoder: HFEncoder, model: ModelSettings) -> HFEncoder:
+    tokens = encoder.tokenize(PROBE_TEXTS)
+    eot = encoder.end_of_text_id
+    if encoder.info.pooling == "lasttoken" and eot is not None:
+        if any(t.ids[-1] != eot for t in tokens):
+            raise ConfigError(f"model.name: {model.name!r}: inputs do not end with end-of-text")
+    try:
+        vectors = encoder.forward(tokens)
+    except NonFiniteOutputError as exc:
+        if model.dtype == "float16":
+            raise ConfigError(
+                f"model.dtype: float16 gives non-finite embeddings for {model.name!r} "
+                "(overflow); use bfloat16 or float32"
+            ) from exc
+        raise
+    hidden = vectors.shape[1]
+    info = encoder.info
+    if hidden != info.hidden_size:
+        # Some configs name the width differently; the output is the truth.
+        encoder._info = replace(info, hidden_size=hidden)
+    dims = info.matryoshka_dims
+    if dims is not None:
+        valid = tuple(d for d in dims if 0 < d <= hidden)
+        encoder._info = replace(encoder.info, matryoshka_dims=tuple(sorted({*valid, hidden})))
+    log.info("encoder ready: %s", encoder.info)
+    return encoder
