@@ -129,7 +129,10 @@ class HFEncoder:
 def load_encoder(model: ModelSettings) -> HFEncoder:
     """Load, configure and self-check the model named by the settings."""
     from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A weight-loading progress bar on stderr is noise in a service log and in CLI errors.
+    hf_logging.disable_progress_bar()
     device = resolve_device(model.device)
     dtype = resolve_dtype(model.dtype, device)
     remote = model.trust_remote_code
