@@ -34,7 +34,8 @@ def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
     """A dataclass field that carries its own documentation (shown in errors and the example)."""
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc, "secret": secret})
+    # repr=False: a logged or printed Settings must never show a key or a password.
+    return field(default=default, metadata={"doc": doc, "secret": secret}, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        # One line (the CLI prints one): PyYAML's own text spans several with a caret drawing.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

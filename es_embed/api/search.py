@@ -11,14 +11,13 @@ score}}}], took_ms, embed_ms}``. Unknown index: 404 naming it; a bad field: 400 
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
+from es_embed.api.embeddings import read_json
 from es_embed.config import Settings
 from es_embed.embed.service import EmbeddingService
-from es_embed.errors import EmbedError, invalid
+from es_embed.errors import EmbedError
 from es_embed.search.execute import Searcher
 from es_embed.search.spec import spec_from_json
 
@@ -33,10 +32,8 @@ def make_searcher(
 
 async def post_search(request: web.Request) -> web.Response:
     try:
-        try:
-            raw = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise invalid(f"the request body is not valid JSON: {exc}", None) from None
+        # The same reader as /v1/embeddings: one wording for bad bytes and bad JSON.
+        raw = await read_json(request)
         spec = spec_from_json(raw)
         result = await request.app[SEARCHER].search(spec)
     except EmbedError as exc:

@@ -58,6 +58,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     path = Path(args.file)
+    if not path.is_file():  # before the model is loaded: that can take a minute
+        print(f"error: cannot read {path}: no such file", file=sys.stderr)
+        return 2
     if args.dry_run:  # no model, no cluster: just the file
         return run_command(_dry_run(path, options), settings)
     return run_command(_run(settings, conf.name, path, options), settings)

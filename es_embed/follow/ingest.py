@@ -83,6 +83,8 @@ def read_lines(path: Path, options: IngestOptions) -> Iterator[Line]:
                 raise _bad(path, number, f"not valid JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise _bad(path, number, f"expected a JSON object, got {type(obj).__name__}")
+            if b"\\ud" in raw.lower():  # an escaped surrogate; a lone one cannot be sent on
+                _check_unicode(obj, path, number)
             doc_id = None
             if options.id_field:
                 value = obj.get(options.id_field)
@@ -99,6 +101,15 @@ def read_lines(path: Path, options: IngestOptions) -> Iterator[Line]:
                 if key.startswith("_") and key != "_embed":
                     raise _bad(path, number, f"field {key!r} is a metadata field name")
             yield Line(number, doc_id, source, len(raw))
+
+
+def _check_unicode(obj: dict[str, Any], path: Path, number: int) -> None:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ascii(exc.object[exc.start])
+        why = f"contains a lone surrogate ({char}), which is not valid Unicode text"
+        raise _bad(path, number, why) from None
 
 
 def validate(path: Path, options: IngestOptions) -> int:

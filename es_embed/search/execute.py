@@ -80,7 +80,10 @@ class Searcher:
         if spec.needs_vector:
             start = time.perf_counter()
             # The index's dims: the same Matryoshka truncation as its documents.
-            raw = await self._embed_query(spec.query, conf.dims or None)
+            try:
+                raw = await self._embed_query(spec.query, conf.dims or None)
+            except EmbedError as exc:
+                raise _as_query_error(exc) from None
             embed_ms = (time.perf_counter() - start) * 1000
             vector = np.asarray(raw, dtype=np.float32).tolist()
         if spec.mode == "hybrid" and spec.fusion.startswith("native_"):
@@ -239,3 +242,11 @@ def _unreachable(exc: TransportError) -> EmbedError:
 
 def _unavailable(message: str) -> EmbedError:
     return EmbedError(ErrorKind.UNAVAILABLE, message, code="elasticsearch_unavailable")
+
+
+def _as_query_error(exc: EmbedError) -> EmbedError:
+    """The embedder names its one input ``input[0]``; to a search caller that is ``query``."""
+    if exc.param is None or not exc.param.startswith("input"):
+        return exc
+    message = exc.message.replace(exc.param, "query", 1)
+    return EmbedError(exc.kind, message, param="query", code=exc.code, retry_after=exc.retry_after)

@@ -151,6 +151,14 @@ def parse_source(value: Any, param: str = "source") -> Source:
 def _string(value: Any, param: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid(f"{param} must be a non-empty string", param)
+    try:  # a lone surrogate can be neither tokenized nor sent to Elasticsearch
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise invalid(
+            f"{param} contains a lone surrogate (\\u{ord(value[exc.start]):04x} at character "
+            f"{exc.start}), which is not valid Unicode text",
+            param,
+        ) from None
     return value
 
 
