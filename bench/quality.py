@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -46,13 +47,16 @@ from typing import Any
 import numpy as np
 from elasticsearch import AsyncElasticsearch
 
-from es_embed.config import BatchSettings, IndexSettings, ModelSettings
-from es_embed.embed.protocol import Encoder
-from es_embed.embed.service import EmbeddingService
-from es_embed.follow.feed import Target
-from es_embed.follow.ingest import IngestOptions, Loader
-from es_embed.search.execute import Searcher, native_unavailable
-from es_embed.search.spec import SearchSpec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for devtools
+
+from devtools.es_node import running_node  # noqa: E402
+from es_embed.config import BatchSettings, IndexSettings, ModelSettings  # noqa: E402
+from es_embed.embed.protocol import Encoder  # noqa: E402
+from es_embed.embed.service import EmbeddingService  # noqa: E402
+from es_embed.follow.feed import Target  # noqa: E402
+from es_embed.follow.ingest import IngestOptions, Loader  # noqa: E402
+from es_embed.search.execute import Searcher, native_unavailable  # noqa: E402
+from es_embed.search.spec import SearchSpec  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {"arguana": "en", "xquad-r-zh": "zh", "scifact": "en"}
@@ -400,7 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--dataset", required=True, help=", ".join(DATASETS))
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    p.add_argument("--es-url", default="http://127.0.0.1:9200")
+    p.add_argument(
+        "--es-url",
+        default=os.environ.get("ES_URL"),
+        help="Elasticsearch URL (default: $ES_URL, else a fresh node from devtools.es_node)",
+    )
     p.add_argument("--index", help="index name (default es-embed-bench-<dataset>)")
     p.add_argument("--index-options", help="dense_vector index_options type (default: server's)")
     p.add_argument("--max-queries", type=int)
@@ -410,7 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reindex", action="store_true", help="reload even if the index is current")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
-    report = asyncio.run(bench(args))
+    if args.es_url:
+        report = asyncio.run(bench(args))
+    else:
+        with running_node() as node:
+            args.es_url = node.url
+            report = asyncio.run(bench(args))
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

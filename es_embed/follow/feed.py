@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from es_embed.errors import EmbedError, ErrorKind
 from es_embed.follow.hashing import content_hash, document_text, stored_hash
 from es_embed.follow.retry import Backoff
 from es_embed.follow.state import CheckpointStore
+from es_embed.follow.templates import deep_merge
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,10 @@ def _nested(path: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(a.get(k), dict):
-            _merge(a[k], v)
-        else:
-            a[k] = v
-    return a
-
-
 def vector_doc(target: Target, vector: np.ndarray | None, digest: str | None) -> dict[str, Any]:
     """The partial document written back: the vector and its ``_embed`` record (or nulls)."""
     if vector is None:
-        return _merge(_nested(target.vector_field, None), {"_embed": None})
+        return deep_merge(_nested(target.vector_field, None), {"_embed": None})
     values = np.round(vector.astype(np.float64), VECTOR_DECIMALS).tolist()
     embed = {
         "hash": digest,
@@ -97,7 +89,7 @@ def vector_doc(target: Target, vector: np.ndarray | None, digest: str | None) ->
         "dims": target.dims,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
-    return _merge(_nested(target.vector_field, values), {"_embed": embed})
+    return deep_merge(_nested(target.vector_field, values), {"_embed": embed})
 
 
 class IndexGone(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,11 @@ def _nest(path: str, mapping: dict[str, Any]) -> dict[str, Any]:
     return {parts[0]: out}
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``b`` into ``a`` in place, recursing into objects present in both."""
     for k, v in b.items():
-        if isinstance(v, dict) and isinstance(a.get(k), dict):
-            _merge(a[k], v)
+        if isinstance(v, Mapping) and isinstance(a.get(k), dict):
+            deep_merge(a[k], v)
         else:
             a[k] = v
     return a
@@ -118,8 +120,8 @@ def properties(
     props: dict[str, Any] = {}
     if include_text:
         for field, analyzer in analyzers.items():
-            _merge(props, _nest(field, text_mapping(analyzer)))
-    _merge(props, _nest(conf.vector_field, vector_mapping(conf, dims, base_vector)))
+            deep_merge(props, _nest(field, text_mapping(analyzer)))
+    deep_merge(props, _nest(conf.vector_field, vector_mapping(conf, dims, base_vector)))
     props["_embed"] = copy.deepcopy(base_props["_embed"])
     return props
 
