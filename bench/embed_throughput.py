@@ -47,9 +47,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from es_embed.config import ModelSettings  # noqa: E402
+from es_embed.config import BatchSettings, ModelSettings  # noqa: E402
 from es_embed.embed.encoder import HFEncoder, load_encoder  # noqa: E402
 from es_embed.embed.protocol import Tokenized  # noqa: E402
+from es_embed.embed.service import EmbeddingService  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 TEXTS_PER_REQUEST = 16
@@ -294,6 +295,30 @@ async def query_latency(
 # ---- main modes --------------------------------------------------------------------------
 
 
+async def service_throughput(
+    encoder: Any, texts: list[str], callers: int, batch_size: int
+) -> dict[str, Any]:
+    """The batcher alone, in this process, no HTTP: splits the server's cost into its parts."""
+    service = EmbeddingService(
+        encoder, BatchSettings(max_batch_size=batch_size), ModelSettings(name="bench")
+    )
+    await service.start()
+    pending = [texts[i : i + TEXTS_PER_REQUEST] for i in range(0, len(texts), TEXTS_PER_REQUEST)]
+    tokens = 0
+
+    async def caller() -> None:
+        nonlocal tokens
+        while pending:
+            result = await service.embed(pending.pop())
+            tokens += result.prompt_tokens
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    seconds = time.perf_counter() - started
+    await service.stop()
+    return {"callers": callers, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
 async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
     texts, queries = read_corpus(Path(args.corpus), args.docs)
     queries = queries[: args.queries]
@@ -320,6 +345,16 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
             "forward_sweep": sweep,
             "load_average_before": os.getloadavg(),
         }
+        in_process = []
+        for callers in (8, 32):
+            tries = [
+                await service_throughput(encoder, texts, callers, best_size)
+                for _ in range(args.repeats)
+            ]
+            in_process.append(max(tries, key=lambda r: r["tokens_per_s"]))
+            print(f"  service in-process, {callers:>2} callers: "
+                  f"{in_process[-1]['tokens_per_s']:,.0f} tokens/s", flush=True)  # fmt: skip
+        results["in_process"] = in_process
         async with Server(args, model, best_size, workdir) as server:
             results["server_settings"] = server.settings
             await server_throughput(server.url, texts[:64], 8, args.encoding_format)  # warm-up
@@ -346,7 +381,7 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
         (after,) = forward_sweep(encoder, tokens, [best_size], args.repeats)
         best = max(before, after, key=lambda r: r["tokens_per_s"])
         results["limit"] = {**best, "before": before, "after": after}
-        for run in runs:
+        for run in [*runs, *in_process]:
             run["ratio"] = run["tokens_per_s"] / best["tokens_per_s"]
         results["load_average_after"] = os.getloadavg()
     return results
@@ -454,6 +489,11 @@ def table(r: dict[str, Any]) -> str:
         f"| forward-only limit (batch {limit['batch_size']}) | {limit['tokens_per_s']:,.0f} | "
         "1.00x |",
     ]
+    for run in r.get("in_process", []):
+        lines.append(
+            f"| EmbeddingService in-process (no HTTP), {run['callers']} callers | "
+            f"{run['tokens_per_s']:,.0f} | {run['ratio']:.2f}x |"
+        )
     for run in r["server"]:
         lines.append(
             f"| server, {run['clients']} clients | {run['tokens_per_s']:,.0f} | "

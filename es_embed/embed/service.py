@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 MIN_DIMS = 32
 LANES: tuple[Lane, ...] = ("query", "bulk")  # priority order
+# Queued inputs looked at when grouping a batch by length: wide enough that concurrent
+# requests of mixed lengths still pad little, small enough to sort on every batch.
+SORT_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -284,9 +287,8 @@ class EmbeddingService:
             max_tokens = b.max_batch_tokens
             if lane == "bulk" and self._interactive():
                 max_tokens = self._interactive_budget()
-            batch = cut_batch(
-                self._queues[lane], max_tokens, b.max_batch_size, 4 * b.max_batch_size
-            )
+            window = max(4 * b.max_batch_size, SORT_WINDOW)
+            batch = cut_batch(self._queues[lane], max_tokens, b.max_batch_size, window)
             if batch:
                 return lane, batch
         return None
