@@ -47,12 +47,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from devtools.datasets import shared_data_dir  # noqa: E402
 from es_embed.config import BatchSettings, ModelSettings  # noqa: E402
 from es_embed.embed.encoder import HFEncoder, load_encoder  # noqa: E402
 from es_embed.embed.protocol import Tokenized  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+CORPUS = shared_data_dir() / "scifact" / "corpus.jsonl"
 TEXTS_PER_REQUEST = 16
 CLIENT_COUNTS = (1, 8, 32)
 FLOOD_CLIENTS = 32

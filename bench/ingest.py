@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from elasticsearch import AsyncElasticsearch  # noqa: E402
 
+from devtools.datasets import shared_data_dir  # noqa: E402
 from devtools.es_node import running_node  # noqa: E402
 from es_embed.config import BatchSettings, ModelSettings, settings_from_dict  # noqa: E402
 from es_embed.embed.protocol import Encoder, ModelInfo, Tokenized  # noqa: E402
@@ -46,7 +47,7 @@ from es_embed.follow.hashing import document_text  # noqa: E402
 from es_embed.follow.ingest import IngestOptions, Loader  # noqa: E402
 from es_embed.follow.setup import Setup  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+CORPUS = shared_data_dir() / "scifact" / "corpus.jsonl"
 FIELDS = ("title", "text")
 INDEX_OPTIONS: str | None = None  # --index-options
 

@@ -49,6 +49,7 @@ from elasticsearch import AsyncElasticsearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for devtools
 
+from devtools.datasets import shared_data_dir  # noqa: E402
 from devtools.es_node import running_node  # noqa: E402
 from es_embed.config import BatchSettings, IndexSettings, ModelSettings  # noqa: E402
 from es_embed.embed.protocol import Encoder  # noqa: E402
@@ -58,7 +59,7 @@ from es_embed.follow.ingest import IngestOptions, Loader  # noqa: E402
 from es_embed.search.execute import Searcher, native_unavailable  # noqa: E402
 from es_embed.search.spec import SearchSpec  # noqa: E402
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_DIR = shared_data_dir()
 DATASETS = {"arguana": "en", "xquad-r-zh": "zh", "scifact": "en"}
 IGNORE_IDENTICAL_IDS = {"arguana"}
 DEPTH = 100  # hits per query: Recall@100

@@ -90,9 +90,7 @@ def main() -> int:
                     "model": {"name": minilm_dir(), "served_name": "all-MiniLM-L6-v2"},
                     "elasticsearch": {"url": node.url},
                     "follow": {"poll_interval": 0.2},
-                    "indices": [
-                        {"name": INDEX, "text_fields": ["title", "text"], "dims": 384}
-                    ],
+                    "indices": [{"name": INDEX, "text_fields": ["title", "text"], "dims": 384}],
                 }
             )
         )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+from devtools.datasets import shared_data_dir
 from tests.es.follow_support import (
     DIMS,
     all_docs,
@@ -19,17 +18,12 @@ from tests.es.follow_support import (
 
 pytestmark = pytest.mark.es
 
-SCIFACT = Path(
-    os.environ.get(
-        "ES_EMBED_SCIFACT",
-        Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact" / "corpus.jsonl",
-    )
-)
+SCIFACT = shared_data_dir() / "scifact" / "corpus.jsonl"
 
 
 def first_docs(n: int) -> list[dict]:
     if not SCIFACT.exists():
-        pytest.skip(f"SciFact corpus not found at {SCIFACT} (set ES_EMBED_SCIFACT)")
+        pytest.skip(f"SciFact corpus not found at {SCIFACT} (set ES_EMBED_DATA_DIR)")
     docs = []
     with SCIFACT.open(encoding="utf-8") as handle:
         for line in handle:
