@@ -87,6 +87,9 @@ class BatchSettings:
     interactive_window_seconds: float = setting(
         1.0, "How long after a query the bulk lane stays in short-batch mode."
     )
+    query_anticipation_ms: float = setting(
+        5.0, "After answering a query, hold bulk work this long for the client's next query."
+    )
     probe_interval_seconds: float = setting(1.0, "After a model failure, seconds between probes.")
 
 

@@ -77,6 +77,7 @@ class EmbeddingService:
         self._stopping = False
         self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
         self._last_query = -1e9
+        self._query_answered = -1e9  # when the last query batch came off the model
         self._seconds_per_token = 0.0  # moving average of forward time per padded token
         self._metrics(registry or Registry())
 
@@ -284,6 +285,8 @@ class EmbeddingService:
     def _next_batch(self) -> tuple[Lane, list[Item]] | None:
         b = self._batching
         for lane in LANES:
+            if lane == "bulk" and self._bulk_hold() > 0:
+                return None
             max_tokens = b.max_batch_tokens
             if lane == "bulk" and self._interactive():
                 max_tokens = self._interactive_budget()
@@ -292,6 +295,19 @@ class EmbeddingService:
             if batch:
                 return lane, batch
         return None
+
+    def _bulk_hold(self) -> float:
+        """Seconds the bulk lane still waits after a query was answered (0 when it need not).
+
+        A search client usually sends its next query right after an answer; holding bulk
+        work for a few ms lets that query find the model free instead of waiting behind a
+        bulk batch that started in the gap (anticipatory scheduling). Costs bulk work at
+        most ``query_anticipation_ms`` per answered query.
+        """
+        if not self._queues["bulk"]:
+            return 0.0
+        ends = self._query_answered + self._batching.query_anticipation_ms / 1000
+        return max(0.0, ends - time.monotonic())
 
     def _interactive(self) -> bool:
         return time.monotonic() - self._last_query < self._batching.interactive_window_seconds
@@ -309,7 +325,11 @@ class EmbeddingService:
             picked = self._next_batch()
             if picked is None:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                hold = self._bulk_hold()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
+                except TimeoutError:
+                    pass  # the hold is over: bulk work may go
                 continue
             lane, batch = picked
             self._update_depth()
@@ -325,6 +345,8 @@ class EmbeddingService:
             self._in_flight = []
             self._record(lane, tokens, time.perf_counter() - started)
             self._deliver(batch, vectors)
+            if lane == "query":
+                self._query_answered = time.monotonic()
 
     def _forward(self, tokens: list[Tokenized]) -> np.ndarray:
         vectors = self._encoder.forward(tokens)

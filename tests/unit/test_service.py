@@ -92,6 +92,42 @@ async def test_query_lane_goes_before_queued_bulk_work() -> None:
         await svc.stop()
 
 
+class RecordingEncoder(FakeEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[int]] = []
+
+    def forward(self, batch):  # type: ignore[no-untyped-def]
+        self.seen.append([len(t.ids) for t in batch])
+        return super().forward(batch)
+
+
+async def test_bulk_work_waits_briefly_for_the_next_query() -> None:
+    enc = RecordingEncoder()
+    svc = await started(enc, query_anticipation_ms=300)
+    try:
+        await svc.embed(["first query"], input_type="query")
+        bulk = asyncio.create_task(svc.embed(["one two three four five six"]))
+        await asyncio.sleep(0.1)  # inside the hold: the bulk document has not run
+        assert enc.seen == [[3]]
+        await svc.embed(["next"], input_type="query")
+        await bulk
+        assert enc.seen == [[3], [2], [7]]  # the follow-up query went before the bulk work
+    finally:
+        await svc.stop()
+
+
+async def test_bulk_work_runs_when_the_hold_expires() -> None:
+    enc = RecordingEncoder()
+    svc = await started(enc, query_anticipation_ms=20)
+    try:
+        await svc.embed(["first query"], input_type="query")
+        await asyncio.wait_for(svc.embed(["a b c"]), 2)
+        assert enc.seen == [[3], [4]]
+    finally:
+        await svc.stop()
+
+
 async def test_full_lane_answers_429_with_retry_after() -> None:
     enc = GatedEncoder()
     svc = await started(enc, max_batch_size=1, bulk_queue=4, retry_after_seconds=3)
