@@ -90,6 +90,9 @@ class BatchSettings:
     query_anticipation_ms: float = setting(
         5.0, "After answering a query, hold bulk work this long for the client's next query."
     )
+    bulk_max_hold_ms: float = setting(
+        1000.0, "Longest bulk work is held back by query_anticipation_ms holds in a row."
+    )
     probe_interval_seconds: float = setting(1.0, "After a model failure, seconds between probes.")
 
 

@@ -78,6 +78,7 @@ class EmbeddingService:
         self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
         self._last_query = -1e9
         self._query_answered = -1e9  # when the last query batch came off the model
+        self._bulk_waiting_since = 0.0  # last bulk batch, or when the bulk lane filled
         self._seconds_per_token = 0.0  # moving average of forward time per padded token
         self._metrics(registry or Registry())
 
@@ -270,6 +271,8 @@ class EmbeddingService:
         if lane == "query":
             self._last_query = time.monotonic()
         queue = self._queues[lane]
+        if lane == "bulk" and not queue:
+            self._bulk_waiting_since = time.monotonic()
         for i, tok in enumerate(tokens):
             self._seq += 1
             queue.append(Item(request, i, tok, self._seq))
@@ -306,8 +309,13 @@ class EmbeddingService:
         """
         if not self._queues["bulk"]:
             return 0.0
-        ends = self._query_answered + self._batching.query_anticipation_ms / 1000
-        return max(0.0, ends - time.monotonic())
+        now = time.monotonic()
+        ends = min(
+            self._query_answered + self._batching.query_anticipation_ms / 1000,
+            # A client streaming queries back to back must not starve bulk work.
+            self._bulk_waiting_since + self._batching.bulk_max_hold_ms / 1000,
+        )
+        return max(0.0, ends - now)
 
     def _interactive(self) -> bool:
         return time.monotonic() - self._last_query < self._batching.interactive_window_seconds
@@ -332,6 +340,8 @@ class EmbeddingService:
                     pass  # the hold is over: bulk work may go
                 continue
             lane, batch = picked
+            if lane == "bulk":
+                self._bulk_waiting_since = time.monotonic()
             self._update_depth()
             tokens = [it.tokens for it in batch]
             started = time.perf_counter()

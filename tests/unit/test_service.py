@@ -128,6 +128,18 @@ async def test_bulk_work_runs_when_the_hold_expires() -> None:
         await svc.stop()
 
 
+async def test_a_query_stream_cannot_hold_bulk_work_forever() -> None:
+    enc = RecordingEncoder()
+    svc = await started(enc, query_anticipation_ms=10_000, bulk_max_hold_ms=100)
+    try:
+        await svc.embed(["first query"], input_type="query")
+        # Without the cap this would wait the full 10 s anticipation.
+        await asyncio.wait_for(svc.embed(["a b c"]), 2)
+        assert enc.seen[-1] == [4]
+    finally:
+        await svc.stop()
+
+
 async def test_full_lane_answers_429_with_retry_after() -> None:
     enc = GatedEncoder()
     svc = await started(enc, max_batch_size=1, bulk_queue=4, retry_after_seconds=3)
