@@ -170,13 +170,20 @@ async def post(session: aiohttp.ClientSession, url: str, body: dict[str, Any], t
 
 
 async def sequential(
-    session: aiohttp.ClientSession, url: str, bodies: list[dict[str, Any]], stop: asyncio.Event
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: list[dict[str, Any]],
+    stop: asyncio.Event,
+    gap: float = 0.0,
 ) -> Tally:
+    """One request after another, ``gap`` seconds apart (a searching user's pace)."""
     tally = Tally()
     for body in bodies:
         if stop.is_set():
             break
         await post(session, url, body, tally)
+        if gap:
+            await asyncio.sleep(gap)
     return tally
 
 
@@ -267,7 +274,9 @@ async def measure(
         {"input": make_texts(1, 8, seed=20_000 + i)[0], "input_type": "query"}
         for i in range(100_000)
     ]
-    prober = asyncio.create_task(sequential(session, url, probe_bodies, stop))
+    prober = asyncio.create_task(
+        sequential(session, url, probe_bodies, stop, args.query_gap_ms / 1000)
+    )
     while time.monotonic() - started < args.seconds and budget[0] > 0:
         await asyncio.sleep(0.05)
     stop.set()
@@ -337,7 +346,8 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         ("set-up", f"{conf['model']}, {conf['clients']} clients x {conf['batch']} inputs "
          f"({'ignoring' if conf['ignore_retry_after'] else 'honouring'} Retry-After), "
-         f"bulk_queue {conf['bulk_queue']}, query_queue {conf['query_queue']}"),
+         f"bulk_queue {conf['bulk_queue']}, query_queue {conf['query_queue']}; one user "
+         f"querying every {conf['query_gap_ms']:g} ms"),
         ("requests under overload", f"{load['requests']:,} in {load['seconds']:.1f} s "
          f"(statuses {load['statuses']})"),
         ("429 answers (all with Retry-After)" if not load["retry_after_missing"]
@@ -374,6 +384,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bulk-queue", type=int, default=32)
     p.add_argument("--retry-after", type=int, default=1, help="server's Retry-After (s)")
     p.add_argument("--query-queue", type=int, default=16)
+    p.add_argument(
+        "--query-gap-ms",
+        type=float,
+        default=50.0,
+        help="pause between the probe's queries under load (0: back to back, which holds "
+        "bulk work back up to batching.bulk_max_hold_ms at a time)",
+    )
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument(
         "--ignore-retry-after",
@@ -393,6 +410,7 @@ def main() -> int:
     result["config"] = {
         k: getattr(args, k)
         for k in ("model", "seconds_per_token", "clients", "batch", "words", "seconds",
+                  "query_gap_ms",
                   "max_requests", "bulk_queue", "query_queue", "max_batch_size",
                   "ignore_retry_after", "retry_after")
     }  # fmt: skip
