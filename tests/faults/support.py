@@ -31,6 +31,7 @@ import yaml
 from elasticsearch import AsyncElasticsearch
 
 from es_embed.follow.hashing import content_hash, document_text
+from tests.es.follow_support import TcpProxy
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_FIELDS = ("title", "text")
@@ -167,27 +168,16 @@ async def bulk_load(es: AsyncElasticsearch, index: str, n: int, **kw: Any) -> No
 # ---- a TCP proxy that can refuse ------------------------------------------------------------
 
 
-class CountingProxy:
-    """Forwards TCP to the node; while ``down`` it accepts and drops every connection at once
-    and counts them, so a test sees how often a client retried during an outage."""
+class CountingProxy(TcpProxy):
+    """A TcpProxy that, while ``down``, accepts and drops every connection at once and counts
+    them, so a test sees how often a client retried during an outage."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
+        super().__init__(host, port)
         self.down = False
         self.refused = 0
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def cut(self) -> None:
+    def cut(self) -> None:  # type: ignore[override]  # stays listening, unlike TcpProxy.cut
         """Drop every open connection and refuse new ones until ``restore``."""
         self.down = True
         for writer in list(self._conns):
@@ -208,22 +198,7 @@ class CountingProxy:
             self.refused += 1
             writer.close()
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.close()
-            return
-        self._conns.update((writer, up_writer))
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            w.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._conns.difference_update((writer, up_writer))
+        await super()._handle(reader, writer)
 
 
 # ---- a real sidecar process -------------------------------------------------------------
