@@ -8,6 +8,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from es_embed.embed.encoder import HFEncoder
+from tests.model.helpers import cosines, encode
 
 TEXTS = [
     "A man is eating food.",
@@ -17,14 +18,6 @@ TEXTS = [
     "",
     "Le café est très bon.",
 ]
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def encode(encoder: HFEncoder, texts: list[str]) -> np.ndarray:
-    return encoder.forward(encoder.tokenize(texts))
 
 
 def test_info_is_read_from_the_sentence_transformers_files(minilm_encoder: HFEncoder) -> None:

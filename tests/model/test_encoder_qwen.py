@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 
 from es_embed.config import ConfigError, ModelSettings
 from es_embed.embed.encoder import HFEncoder, NonFiniteOutputError, load_encoder
+from tests.model.helpers import cosines, encode
 from tests.model_fixtures import EOT, QUERY_PROMPT, write_tiny_qwen
 
 TEXTS = [
@@ -23,14 +24,6 @@ TEXTS = [
     "Ünïcödé café and 日本語 text with numbers 3.14 and 2025, " * 4,
     "The quick brown fox jumps over the lazy dog.",
 ]
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def encode(encoder: HFEncoder, texts: list[str]) -> np.ndarray:
-    return encoder.forward(encoder.tokenize(texts))
 
 
 def test_info_has_qwen3_defaults(tiny_qwen_encoder: HFEncoder) -> None:
