@@ -74,6 +74,7 @@ async def _dry_run(path: Path, options: IngestOptions) -> int:
 
 async def _run(settings: Settings, name: str, path: Path, options: IngestOptions) -> int:
     conf = settings.index(name)
+    lines = validate(path, options)  # a bad line is reported before the model loads
     bar = ProgressLine("indexed")
 
     def show(r: IngestResult, force: bool = False) -> None:
@@ -89,7 +90,7 @@ async def _run(settings: Settings, name: str, path: Path, options: IngestOptions
             model=service.info.model_id,
         )
         loader = Loader(es, service, target, options, on_progress=show)
-        result = await loader.run(path)
+        result = await loader.run(path, validated_lines=lines)
     bar.finish(result.indexed + result.failed, result.lines, embedded=result.embedded,
                failed=result.failed)  # fmt: skip
     if result.failed:

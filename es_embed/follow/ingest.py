@@ -149,8 +149,13 @@ class Loader:
         self._on_progress = on_progress or (lambda _: None)
         self.result = IngestResult()
 
-    async def run(self, path: Path, *, dry_run: bool = False) -> IngestResult:
-        self.result.lines = validate(path, self._options)
+    async def run(
+        self, path: Path, *, dry_run: bool = False, validated_lines: int | None = None
+    ) -> IngestResult:
+        """Validate every line (unless the caller just did: ``validated_lines``), then load."""
+        if validated_lines is None:
+            validated_lines = validate(path, self._options)
+        self.result.lines = validated_lines
         if dry_run:
             return self.result
         in_flight: deque[asyncio.Task[None]] = deque()
