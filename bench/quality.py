@@ -50,7 +50,7 @@ from elasticsearch import AsyncElasticsearch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for devtools
 
 from devtools.datasets import shared_data_dir  # noqa: E402
-from devtools.es_node import running_node  # noqa: E402
+from devtools.es_node import node_url  # noqa: E402
 from es_embed.config import BatchSettings, IndexSettings, ModelSettings  # noqa: E402
 from es_embed.embed.protocol import Encoder  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
@@ -419,12 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reindex", action="store_true", help="reload even if the index is current")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
-    if args.es_url:
+    with node_url(args.es_url) as args.es_url:
         report = asyncio.run(bench(args))
-    else:
-        with running_node() as node:
-            args.es_url = node.url
-            report = asyncio.run(bench(args))
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -6,8 +6,10 @@ else ``/work/shared/data``, so a clean clone elsewhere on this machine still fin
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,3 +19,14 @@ def shared_data_dir() -> Path:
         return Path(os.environ["ES_EMBED_DATA_DIR"])
     beside = ROOT.parent / "shared" / "data"
     return beside if beside.exists() else Path("/work/shared/data")
+
+
+def first_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` objects of a JSONL file (one JSON object a line)."""
+    docs: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if len(docs) == n:
+                break
+            docs.append(json.loads(line))
+    return docs

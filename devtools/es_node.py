@@ -549,6 +549,16 @@ def running_node(security: bool = False, port: int | None = None) -> Iterator[No
         node.stop()
 
 
+@contextlib.contextmanager
+def node_url(url: str | None) -> Iterator[str]:
+    """``url`` when one is given, else the URL of a node started for the duration."""
+    if url:
+        yield url
+        return
+    with running_node() as node:
+        yield node.url
+
+
 # ---- the dev command ---------------------------------------------------------------------
 
 

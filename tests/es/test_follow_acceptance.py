@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from devtools.datasets import shared_data_dir
+from devtools.datasets import first_jsonl, shared_data_dir
 from tests.es.follow_support import (
     DIMS,
     all_docs,
@@ -24,13 +22,7 @@ SCIFACT = shared_data_dir() / "scifact" / "corpus.jsonl"
 def first_docs(n: int) -> list[dict]:
     if not SCIFACT.exists():
         pytest.skip(f"SciFact corpus not found at {SCIFACT} (set ES_EMBED_DATA_DIR)")
-    docs = []
-    with SCIFACT.open(encoding="utf-8") as handle:
-        for line in handle:
-            docs.append(json.loads(line))
-            if len(docs) == n:
-                break
-    return docs
+    return first_jsonl(SCIFACT, n)
 
 
 def bulk_ops(index: str, docs: list[dict]) -> list[dict]:
