@@ -55,7 +55,9 @@ def cut_batch(queue: deque[Item], max_tokens: int, max_size: int, window: int) -
         queue.popleft()
     if not queue:
         return []
-    head = [it for it in list(queue)[:window] if not it.request.cancelled]
+    # Only the head window is touched, so cutting a batch costs O(window), not O(queue).
+    head = [queue.popleft() for _ in range(min(window, len(queue)))]
+    head = [it for it in head if not it.request.cancelled]
     head.sort(key=lambda it: (it.length, it.seq))
     anchor = min(range(len(head)), key=lambda i: head[i].seq)  # the oldest item
     lo = hi = anchor
@@ -78,8 +80,7 @@ def cut_batch(queue: deque[Item], max_tokens: int, max_size: int, window: int) -
             lo -= 1
         longest = new_longest
     chosen = head[lo : hi + 1]
-    taken = {id(it) for it in chosen}
-    remaining = [it for it in queue if id(it) not in taken and not it.request.cancelled]
-    queue.clear()
-    queue.extend(remaining)
+    rest = head[:lo] + head[hi + 1 :]
+    rest.sort(key=lambda it: it.seq)  # back in arrival order, ahead of the untouched tail
+    queue.extendleft(reversed(rest))
     return chosen
