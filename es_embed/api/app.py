@@ -20,7 +20,6 @@ before it waits for in-flight handlers): the service refuses new work with 503 a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -41,7 +40,7 @@ from es_embed.api.keys import (
 from es_embed.api.ops import get_health, get_metrics, get_models, observe_middleware
 from es_embed.config import Settings, api_keys
 from es_embed.embed.protocol import Encoder
-from es_embed.embed.service import EmbeddingService
+from es_embed.embed.service import embedding_service
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -95,19 +94,9 @@ def _service_ctx(
     encoder: Encoder | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
-        model = encoder
-        if model is None:
-            from es_embed.embed.encoder import load_encoder  # torch: only when really serving
-
-            model = await asyncio.to_thread(load_encoder, settings.model)
-        service = EmbeddingService(model, settings.batching, settings.model, app[REGISTRY])
-        await service.start()
-        app[SERVICE] = service
-        try:
+        async with embedding_service(app[SETTINGS], encoder, app[REGISTRY]) as service:
+            app[SERVICE] = service
             yield
-        finally:
-            await service.stop()
 
     return service_ctx
 

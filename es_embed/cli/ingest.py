@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from es_embed.config import ConfigError, Settings, load_settings
+from es_embed.embed.service import embedding_service
 from es_embed.follow.feed import Target
 from es_embed.follow.ingest import IngestOptions, IngestResult, Loader, validate
 from es_embed.follow.progress import ProgressLine
-from es_embed.follow.runtime import embedding_service, es_client, run_command
+from es_embed.follow.runtime import es_client, run_command
 
 
 def register(subparsers: Any) -> None:

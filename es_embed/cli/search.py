@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
+from es_embed.embed.service import embedding_service
 from es_embed.errors import EmbedError, ErrorKind, invalid
-from es_embed.follow.runtime import embedding_service, es_client, run_command
+from es_embed.follow.runtime import es_client, run_command
 from es_embed.search.devconsole import render
 from es_embed.search.execute import QueryEmbedder, Searcher, SearchResult
 from es_embed.search.fusion import Hit

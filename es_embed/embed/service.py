@@ -12,16 +12,17 @@ marks the service unhealthy until a probe succeeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings
+from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
 from es_embed.embed.batching import Item, Request, cut_batch
 from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
 from es_embed.errors import EmbedError, ErrorKind, invalid, overloaded, unavailable
@@ -426,3 +427,20 @@ class EmbeddingService:
             log.info("model probe succeeded; the embedding service is healthy again")
             self._failure = None
             self._m_healthy.set(1)
+
+
+@contextlib.asynccontextmanager
+async def embedding_service(
+    settings: Settings, encoder: Encoder | None = None, registry: Registry | None = None
+) -> AsyncIterator[EmbeddingService]:
+    """A started service for the configured model (loaded off the event loop unless given)."""
+    if encoder is None:
+        from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
+
+        encoder = await asyncio.to_thread(load_encoder, settings.model)
+    service = EmbeddingService(encoder, settings.batching, settings.model, registry)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()

@@ -1,4 +1,4 @@
-"""What the follow commands share: an Elasticsearch client and a started embedding service."""
+"""What the commands share: an Elasticsearch client, and one way to run and report errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from es_embed.config import ConfigError, Settings
-from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError
 from es_embed.follow.client import build_client, describe_client
 
@@ -23,20 +22,6 @@ async def es_client(settings: Settings) -> AsyncIterator[AsyncElasticsearch]:
         yield client
     finally:
         await client.close()
-
-
-@contextlib.asynccontextmanager
-async def embedding_service(settings: Settings) -> AsyncIterator[EmbeddingService]:
-    """Load the configured model (off the event loop) and run it behind the batcher."""
-    from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
-
-    encoder = await asyncio.to_thread(load_encoder, settings.model)
-    service = EmbeddingService(encoder, settings.batching, settings.model)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 def run_command(main: Coroutine[Any, Any, int], settings: Settings | None = None) -> int:
