@@ -17,7 +17,6 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.api.embeddings import read_json
 from es_embed.config import Settings
 from es_embed.embed.service import EmbeddingService
-from es_embed.errors import EmbedError
 from es_embed.search.execute import Searcher
 from es_embed.search.spec import spec_from_json
 
@@ -31,18 +30,8 @@ def make_searcher(
 
 
 async def post_search(request: web.Request) -> web.Response:
-    try:
-        # The same reader as /v1/embeddings: one wording for bad bytes and bad JSON.
-        raw = await read_json(request)
-        spec = spec_from_json(raw)
-        result = await request.app[SEARCHER].search(spec)
-    except EmbedError as exc:
-        return error_response(exc)
+    """EmbedErrors go to the app's error middleware, like every other route's."""
+    # The same reader as /v1/embeddings: one wording for bad bytes and bad JSON.
+    spec = spec_from_json(await read_json(request))
+    result = await request.app[SEARCHER].search(spec)
     return web.json_response(result.to_json())
-
-
-def error_response(exc: EmbedError) -> web.Response:
-    headers = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    return web.json_response(exc.envelope(), status=exc.kind.status, headers=headers)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 from typing import Any
 
-from es_embed.config import ConfigError, Settings, load_settings
+from es_embed.config import ConfigError, Settings
 from es_embed.embed.service import embedding_service
 from es_embed.follow.follower import Follower
 from es_embed.follow.progress import ProgressLine
-from es_embed.follow.runtime import es_client, run_command
+from es_embed.follow.runtime import es_client, run_command, settings_or_report
 
 
 def register(subparsers: Any) -> None:
@@ -32,10 +31,8 @@ def register(subparsers: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = settings_or_report(args.config)
+    if settings is None:
         return 2
     return run_command(_run(settings, args.index), settings)
 

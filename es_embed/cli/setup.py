@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 from typing import Any
 
-from es_embed.config import ConfigError, IndexSettings, ModelSettings, Settings, load_settings
+from es_embed.config import ConfigError, IndexSettings, ModelSettings, Settings
 from es_embed.follow import templates
-from es_embed.follow.runtime import es_client, run_command
+from es_embed.follow.runtime import es_client, run_command, settings_or_report
 from es_embed.follow.setup import Setup, node_modules
 
 
@@ -66,10 +65,8 @@ def dims_resolver(settings: Settings) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = settings_or_report(args.config)
+    if settings is None:
         return 2
     return run_command(_run(settings, args), settings)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
-from es_embed.config import ConfigError, Settings
+from es_embed.config import ConfigError, Settings, load_settings
 from es_embed.errors import EmbedError
 from es_embed.follow.client import build_client, describe_client
 
@@ -22,6 +22,15 @@ async def es_client(settings: Settings) -> AsyncIterator[AsyncElasticsearch]:
         yield client
     finally:
         await client.close()
+
+
+def settings_or_report(path: str | None) -> Settings | None:
+    """The settings from ``path``, or None after printing the one-line error (exit 2)."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def run_command(main: Coroutine[Any, Any, int], settings: Settings | None = None) -> int:

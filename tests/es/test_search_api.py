@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
+from es_embed.api.errors import error_middleware
 from es_embed.api.search import SEARCHER, make_searcher, post_search
 from es_embed.config import IndexSettings, Settings
 from es_embed.embed.service import EmbeddingService
@@ -23,7 +24,7 @@ __all__ = ["corpus", "service"]  # fixtures
 async def client(
     aes: AsyncElasticsearch, service: EmbeddingService, corpus: IndexSettings
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     app[SEARCHER] = make_searcher(aes, service, Settings(indices=(corpus,)))
     app.router.add_post("/v1/search", post_search)
     async with TestClient(TestServer(app)) as c:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from es_embed.api.errors import error_middleware
 from es_embed.api.search import SEARCHER, post_search
 from es_embed.config import IndexSettings
 from es_embed.search.execute import Searcher
@@ -29,7 +30,7 @@ async def no_embedding(text: str, dims: int | None) -> np.ndarray:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     searcher = Searcher(NoElasticsearch(), no_embedding, [IndexSettings(name="docs")])  # type: ignore[arg-type]
     app[SEARCHER] = searcher
     app.router.add_post("/v1/search", post_search)
