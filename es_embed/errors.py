@@ -73,3 +73,17 @@ def overloaded(lane: str, retry_after: float) -> EmbedError:
 
 def unavailable(reason: str) -> EmbedError:
     return EmbedError(ErrorKind.UNAVAILABLE, reason, code="model_unavailable")
+
+
+def valid_unicode(text: str, param: str) -> str:
+    """``text`` when it is valid Unicode; a lone surrogate (JSON allows ``"\\ud800"``) can be
+    neither tokenised nor sent to Elasticsearch, so it is a 400 naming ``param``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise invalid(
+            f"{param} contains a lone surrogate (\\u{ord(text[exc.start]):04x} at character "
+            f"{exc.start}), which is not valid Unicode text",
+            param,
+        ) from None
+    return text

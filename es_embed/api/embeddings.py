@@ -27,7 +27,7 @@ from aiohttp import web
 from es_embed.api.keys import SERVICE, SETTINGS
 from es_embed.config import ModelSettings
 from es_embed.embed.protocol import InputType
-from es_embed.errors import EmbedError, ErrorKind, invalid
+from es_embed.errors import EmbedError, ErrorKind, invalid, valid_unicode
 
 FIELDS = ("input", "model", "dimensions", "encoding_format", "user", "input_type", "instruction")
 ENCODINGS = ("float", "base64")
@@ -71,15 +71,7 @@ def _type_name(value: Any) -> str:
 def _check_text(text: str, param: str) -> str:
     if not text:
         raise invalid(f"{param} is an empty string; every input needs some text", param)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise invalid(
-            f"{param} contains a lone surrogate (\\u{ord(text[exc.start]):04x} at character "
-            f"{exc.start}), which is not valid Unicode text",
-            param,
-        ) from None
-    return text
+    return valid_unicode(text, param)
 
 
 def parse_input(value: Any, max_inputs: int) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from es_embed.errors import invalid
+from es_embed.errors import invalid, valid_unicode
 
 Mode = Literal["bm25", "knn", "hybrid"]
 Fusion = Literal["rrf", "linear", "sum", "native_rrf", "native_linear"]
@@ -151,15 +151,7 @@ def parse_source(value: Any, param: str = "source") -> Source:
 def _string(value: Any, param: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid(f"{param} must be a non-empty string", param)
-    try:  # a lone surrogate can be neither tokenized nor sent to Elasticsearch
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise invalid(
-            f"{param} contains a lone surrogate (\\u{ord(value[exc.start]):04x} at character "
-            f"{exc.start}), which is not valid Unicode text",
-            param,
-        ) from None
-    return value
+    return valid_unicode(value, param)
 
 
 def _int(value: Any, param: str) -> int:
