@@ -230,8 +230,13 @@ class EmbeddingService:
         try:
             vectors = await request.future
         except asyncio.CancelledError:
-            # The client went away: its queued inputs are dropped before the model sees them.
+            # The client went away: its queued inputs are dropped before the model sees them,
+            # and at once, so they no longer count against the lane's admission limit.
             request.cancelled = True
+            queue = self._queues[lane]
+            kept = [item for item in queue if item.request is not request]
+            queue.clear()
+            queue.extend(kept)
             self._update_depth()
             raise
         return Embeddings(
