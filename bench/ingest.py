@@ -41,11 +41,11 @@ from devtools.es_node import node_url  # noqa: E402
 from es_embed.config import BatchSettings, ModelSettings, settings_from_dict  # noqa: E402
 from es_embed.embed.protocol import Encoder, ModelInfo, Tokenized  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
-from es_embed.follow.feed import Target  # noqa: E402
 from es_embed.follow.follower import Follower  # noqa: E402
-from es_embed.follow.hashing import document_text  # noqa: E402
-from es_embed.follow.ingest import IngestOptions, Loader  # noqa: E402
-from es_embed.follow.setup import Setup  # noqa: E402
+from es_embed.indices.document import document_text  # noqa: E402
+from es_embed.indices.resolve import resolve_index  # noqa: E402
+from es_embed.ingest.loader import IngestOptions, Loader  # noqa: E402
+from es_embed.provision.setup import Setup  # noqa: E402
 
 CORPUS = shared_data_dir() / "scifact" / "corpus.jsonl"
 FIELDS = ("title", "text")
@@ -132,8 +132,10 @@ async def bench_follower(
         }
     )
     await es.options(ignore_status=404).indices.delete(index=index)
-    await Setup(es, settings, lambda c: c.dims).run()
-    follower = Follower(es, service, settings.indices[0], settings.follow)
+    await Setup(es, settings, service.info.shape).run()
+    follower = Follower(
+        es, service, resolve_index(settings.indices[0], service.info.shape), settings.follow
+    )
     task = asyncio.create_task(follower.run())
     try:
         started = time.perf_counter()
@@ -165,13 +167,13 @@ async def bench_ingest(
     settings = settings_from_dict(
         {"indices": [{"name": index, "dims": dims, "index_options": INDEX_OPTIONS}]}
     )
-    await Setup(es, settings, lambda c: c.dims).run()
+    await Setup(es, settings, service.info.shape).run()
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
         for d in docs:
             handle.write(json.dumps(d) + "\n")
         path = Path(handle.name)
     try:
-        target = Target(index, FIELDS, "embedding", dims, service.info.model_id)
+        target = resolve_index(settings.index(index), service.info.shape)
         started = time.perf_counter()
         result = await Loader(es, service, target, IngestOptions()).run(path)
         elapsed = time.perf_counter() - started

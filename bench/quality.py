@@ -54,8 +54,8 @@ from devtools.es_node import node_url  # noqa: E402
 from es_embed.config import BatchSettings, IndexSettings, ModelSettings  # noqa: E402
 from es_embed.embed.protocol import Encoder  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
-from es_embed.follow.feed import Target  # noqa: E402
-from es_embed.follow.ingest import IngestOptions, Loader  # noqa: E402
+from es_embed.indices.resolve import resolve_index  # noqa: E402
+from es_embed.ingest.loader import IngestOptions, Loader  # noqa: E402
 from es_embed.search.execute import Searcher, native_unavailable  # noqa: E402
 from es_embed.search.spec import SearchSpec  # noqa: E402
 
@@ -228,7 +228,7 @@ async def ensure_index(
             },
         },
     )
-    target = Target(name, ("title", "text"), "embedding", dims, service.info.model_id)
+    target = resolve_index(IndexSettings(name=name, dims=dims), service.info.shape)
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.jsonl"

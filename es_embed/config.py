@@ -68,10 +68,22 @@ class ModelSettings:
     )
     query_instruction: str = setting(DEFAULT_QUERY_TASK, "Task text put before queries.")
     trust_remote_code: bool = setting(False, "Allow model code from the model directory.")
+    matryoshka: Literal["auto", "yes", "no"] = setting(
+        "auto",
+        "Whether the model was trained for Matryoshka truncation (index dims below its width); "
+        "auto = it declares Matryoshka dims, or it is a known Matryoshka family (Qwen3).",
+    )
 
     @property
     def model_id(self) -> str:
-        return self.served_name or self.name
+        """The served id: ``served_name``, else the hub id, else a local directory's name
+        (a filesystem path is never shown to clients)."""
+        if self.served_name:
+            return self.served_name
+        name = self.name.rstrip("/\\")
+        if os.path.isabs(name) or name.startswith((".", "~")) or Path(name).is_dir():
+            return Path(name).name or self.name
+        return self.name
 
 
 @dataclass(frozen=True)

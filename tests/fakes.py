@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from es_embed.embed.protocol import ModelInfo, Tokenized
+from es_embed.embed.shape import ModelShape
 
 WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -35,6 +36,7 @@ class FakeEncoder:
             device="cpu",
             dtype="float32",
             pooling="mean",
+            matryoshka=True,  # the fake's vectors are prefixes of one long hash stream
         )
         self.seconds_per_token = seconds_per_token
         self.forward_calls = 0
@@ -78,3 +80,7 @@ class FakeEncoder:
         for i in ids:
             total += np.random.default_rng(i).standard_normal(self._info.hidden_size)
         return total
+
+
+# For setup tests that give every index explicit dims: a wide Matryoshka model accepts them.
+ANY_SHAPE = ModelShape("fake-encoder", 4096, matryoshka=True)

@@ -109,7 +109,7 @@ async def _drain(app: web.Application) -> None:
 def _add_elasticsearch(app: web.Application) -> None:
     # Imported here: an embeddings-only server never loads the Elasticsearch client.
     from es_embed.api.search import SEARCHER, make_searcher, post_search
-    from es_embed.follow.client import build_client
+    from es_embed.elastic.client import build_client
 
     async def es_ctx(app: web.Application) -> AsyncIterator[None]:
         client = build_client(app[SETTINGS].elasticsearch)

@@ -28,6 +28,8 @@ async def get_models(request: web.Request) -> web.Response:
         # Extensions (OpenAI clients ignore unknown keys): what a caller needs to size indices.
         "aliases": list(request.app[SETTINGS].model.aliases),
         "dimensions": info.hidden_size,
+        "matryoshka": info.matryoshka,
+        "matryoshka_dims": list(info.matryoshka_dims) if info.matryoshka_dims else None,
         "max_length": info.max_length,
     }
     return web.json_response({"object": "list", "data": [model]})

@@ -17,6 +17,7 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.api.embeddings import read_json
 from es_embed.config import Settings
 from es_embed.embed.service import EmbeddingService
+from es_embed.indices.resolve import resolve_all
 from es_embed.search.execute import Searcher
 from es_embed.search.spec import spec_from_json
 
@@ -26,7 +27,7 @@ SEARCHER = web.AppKey("searcher", Searcher)
 def make_searcher(
     es: AsyncElasticsearch, service: EmbeddingService, settings: Settings
 ) -> Searcher:
-    return Searcher(es, service.embed_query, settings.indices)
+    return Searcher(es, service.embed_query, resolve_all(settings.indices, service.info.shape))
 
 
 async def post_search(request: web.Request) -> web.Response:

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 from typing import Any
 
+from es_embed.cli.progress import ProgressLine
+from es_embed.cli.runtime import es_client, run_command, settings_or_report
 from es_embed.config import ConfigError, Settings
 from es_embed.embed.service import embedding_service
 from es_embed.follow.follower import Follower
-from es_embed.follow.progress import ProgressLine
-from es_embed.follow.runtime import es_client, run_command, settings_or_report
+from es_embed.indices.resolve import resolve_index
 
 
 def register(subparsers: Any) -> None:
@@ -42,7 +43,10 @@ async def _run(settings: Settings, names: list[str] | None) -> int:
     if not confs:
         raise ConfigError("indices: nothing to back-fill; add at least one index to the config")
     async with es_client(settings) as es, embedding_service(settings) as service:
-        followers = [Follower(es, service, conf, settings.follow) for conf in confs]
+        shape = service.info.shape
+        followers = [
+            Follower(es, service, resolve_index(conf, shape), settings.follow) for conf in confs
+        ]
         bar = ProgressLine("checked")
         show = asyncio.create_task(_show(bar, followers))
         try:

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from es_embed.cli.progress import ProgressLine
+from es_embed.cli.runtime import es_client, run_command
 from es_embed.config import ConfigError, Settings, load_settings
 from es_embed.embed.service import embedding_service
-from es_embed.follow.feed import Target
-from es_embed.follow.ingest import IngestOptions, IngestResult, Loader, validate
-from es_embed.follow.progress import ProgressLine
-from es_embed.follow.runtime import es_client, run_command
+from es_embed.indices.resolve import resolve_index
+from es_embed.ingest.loader import IngestOptions, IngestResult, Loader, validate
 
 
 def register(subparsers: Any) -> None:
@@ -83,13 +83,7 @@ async def _run(settings: Settings, name: str, path: Path, options: IngestOptions
                    failed=r.failed)  # fmt: skip
 
     async with es_client(settings) as es, embedding_service(settings) as service:
-        target = Target(
-            name=conf.name,
-            text_fields=tuple(conf.text_fields),
-            vector_field=conf.vector_field,
-            dims=service.check_dims(conf.dims or None, param=f"indices ({conf.name}).dims"),
-            model=service.info.model_id,
-        )
+        target = resolve_index(conf, service.info.shape)
         loader = Loader(es, service, target, options, on_progress=show)
         result = await loader.run(path, validated_lines=lines)
     bar.finish(result.indexed + result.failed, result.lines, embedded=result.embedded,

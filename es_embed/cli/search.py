@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from es_embed.cli.runtime import es_client, run_command
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
 from es_embed.embed.service import embedding_service
+from es_embed.embed.shape import ModelShape
 from es_embed.errors import EmbedError, ErrorKind, invalid
-from es_embed.follow.runtime import es_client, run_command
+from es_embed.indices.resolve import resolve_all, text_only
 from es_embed.search.devconsole import render
 from es_embed.search.execute import QueryEmbedder, Searcher, SearchResult
 from es_embed.search.fusion import Hit
@@ -109,8 +111,19 @@ def _weights(text: str) -> dict[str, float]:
 
 async def _run(settings: Settings, spec: SearchSpec, args: argparse.Namespace) -> int:
     try:
-        async with es_client(settings) as es, _embedder(settings, spec, args.server) as embed:
-            searcher = Searcher(es, embed, settings.indices)
+        async with (
+            es_client(settings) as es,
+            _embedder(settings, spec, args.server) as (
+                embed,
+                model,
+            ),
+        ):
+            targets = (
+                resolve_all(settings.indices, model)
+                if model is not None
+                else [text_only(conf, settings.model.model_id) for conf in settings.indices]
+            )
+            searcher = Searcher(es, embed, targets)
             if args.dev_console:
                 p, _ = await searcher.prepare(spec)
                 print(render(p, spec))
@@ -131,19 +144,16 @@ async def _run(settings: Settings, spec: SearchSpec, args: argparse.Namespace) -
 @contextlib.asynccontextmanager
 async def _embedder(
     settings: Settings, spec: SearchSpec, server: str | None
-) -> AsyncIterator[QueryEmbedder]:
+) -> AsyncIterator[tuple[QueryEmbedder, ModelShape | None]]:
+    """The query embedder and the model's shape (None: BM25 alone needs no model)."""
     if not spec.needs_vector:
-        yield _no_vectors
+        yield _no_vectors, None
     elif server:
-        async with _server_embedder(settings, server) as embed:
-            yield embed
+        async with _server_embedder(settings, server) as served:
+            yield served
     else:
         async with embedding_service(settings) as service:
-
-            async def embed(text: str, dims: int | None) -> np.ndarray:
-                return await service.embed_query(text, dims)
-
-            yield embed
+            yield service.embed_query, service.info.shape
 
 
 async def _no_vectors(text: str, dims: int | None) -> np.ndarray:
@@ -151,7 +161,9 @@ async def _no_vectors(text: str, dims: int | None) -> np.ndarray:
 
 
 @contextlib.asynccontextmanager
-async def _server_embedder(settings: Settings, url: str) -> AsyncIterator[QueryEmbedder]:
+async def _server_embedder(
+    settings: Settings, url: str
+) -> AsyncIterator[tuple[QueryEmbedder, ModelShape]]:
     import aiohttp  # the CLI may use HTTP; search itself never does
 
     headers = {}
@@ -160,6 +172,7 @@ async def _server_embedder(settings: Settings, url: str) -> AsyncIterator[QueryE
         headers["Authorization"] = f"Bearer {keys[0]}"
     endpoint = url.rstrip("/") + "/v1/embeddings"
     async with aiohttp.ClientSession(headers=headers) as session:
+        model = await _served_shape(session, url.rstrip("/") + "/v1/models", settings)
 
         async def embed(text: str, dims: int | None) -> np.ndarray:
             body: dict[str, Any] = {
@@ -183,7 +196,32 @@ async def _server_embedder(settings: Settings, url: str) -> AsyncIterator[QueryE
                 raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {endpoint}: {exc}") from None
             return np.asarray(answer["data"][0]["embedding"], dtype=np.float32)
 
-        yield embed
+        yield embed, model
+
+
+async def _served_shape(session: Any, url: str, settings: Settings) -> ModelShape:
+    """The sidecar's own account of its model (``/v1/models``), so dims resolve as it would."""
+    import aiohttp
+
+    try:
+        async with session.get(url) as resp:
+            answer = await resp.json(content_type=None)
+            if resp.status != 200:
+                raise EmbedError(
+                    ErrorKind.UNAVAILABLE,
+                    f"{url} answered {resp.status}",
+                    code="embedding_server_error",
+                )
+    except aiohttp.ClientError as exc:
+        raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {url}: {exc}") from None
+    served = answer["data"][0]
+    declared = served.get("matryoshka_dims")
+    return ModelShape(
+        settings.model.model_id,
+        int(served["dimensions"]),
+        bool(served.get("matryoshka", False)),
+        tuple(declared) if declared else None,
+    )
 
 
 def format_result(result: SearchResult, spec: SearchSpec, explain: bool = False) -> str:

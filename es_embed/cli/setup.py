@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import functools
 from typing import Any
 
-from es_embed.config import ConfigError, IndexSettings, ModelSettings, Settings
-from es_embed.follow import templates
-from es_embed.follow.runtime import es_client, run_command, settings_or_report
-from es_embed.follow.setup import Setup, node_modules
+from es_embed.cli.runtime import es_client, run_command, settings_or_report
+from es_embed.config import ConfigError, IndexSettings, Settings
+from es_embed.embed.shape import ModelShape, read_model_shape
+from es_embed.indices.resolve import resolve_index
+from es_embed.provision import templates
+from es_embed.provision.setup import Setup, node_modules
 
 
 def register(subparsers: Any) -> None:
@@ -38,30 +39,28 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=main)
 
 
-@functools.cache
-def model_dims(model: ModelSettings) -> int:
-    """The model's output dimension from its config.json (no weights are loaded)."""
-    from transformers import AutoConfig  # heavy: only when a configured dims is 0
+def model_shape(settings: Settings, confs: list[IndexSettings]) -> tuple[ModelShape, str | None]:
+    """The model's shape from its config files, and a note when they cannot be read.
 
+    Setup may run where the model's files are not (an admin's laptop): then, when every
+    index names its dims, they are taken as given and the note says they were not checked.
+    """
     try:
-        config = AutoConfig.from_pretrained(model.name, trust_remote_code=model.trust_remote_code)
-    except Exception as exc:
-        raise ConfigError(
-            f"model.name: cannot read the config of {model.name!r} to learn its dimension "
-            f"({exc}); set dims for each index explicitly"
-        ) from None
-    for attr in ("hidden_size", "d_model", "dim"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int):
-            return value
-    raise ConfigError(f"model.name: {model.name!r} has no hidden_size; set dims explicitly")
-
-
-def dims_resolver(settings: Settings) -> Any:
-    def dims_for(conf: IndexSettings) -> int:
-        return conf.dims or model_dims(settings.model)
-
-    return dims_for
+        return read_model_shape(settings.model), None
+    except ConfigError as exc:
+        if not all(conf.dims for conf in confs):
+            raise ConfigError(f"{exc}; or set dims for every index") from None
+        model = settings.model
+        shape = ModelShape(
+            model.model_id,
+            max(conf.dims for conf in confs),
+            model.matryoshka != "no",  # unknown: trust the configured dims
+        )
+        note = (
+            f"cannot read the config of {model.name!r} here, so each index's dims were taken "
+            "as configured, unchecked against the model"
+        )
+        return shape, note
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,9 +74,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.indices:
         raise ConfigError("indices: nothing to set up; add at least one index to the config")
     names = args.index or None
-    dims_for = dims_resolver(settings)
+    confs = [settings.index(n) for n in names] if names else list(settings.indices)
+    shape, shape_note = model_shape(settings, confs)
+    if shape_note:
+        print(f"{'# ' if args.print_only else ''}note: {shape_note}")
     if args.print_only:
-        confs = [settings.index(n) for n in names] if names else settings.indices
         async with es_client(settings) as es:
             common = "analysis-common" in await node_modules(es)
         for conf in confs:
@@ -85,12 +86,16 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             for note in notes:
                 print(f"# note: {note}")
             pipeline = templates.template_name(conf.name) if args.pipeline else None
-            print(templates.component_template(conf, dims_for(conf), analyzers, pipeline).console())
+            print(
+                templates.component_template(
+                    conf, resolve_index(conf, shape).dims, analyzers, pipeline
+                ).console()
+            )
             print(templates.index_template(conf).console())
         return 0
     async with es_client(settings) as es:
         setup = Setup(
-            es, settings, dims_for, pipeline=args.pipeline, inference_url=args.inference_endpoint
+            es, settings, shape, pipeline=args.pipeline, inference_url=args.inference_endpoint
         )
         report = await setup.run(names)
     for line in report.lines():

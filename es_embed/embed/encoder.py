@@ -17,7 +17,6 @@ import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,8 @@ from tokenizers import Tokenizer
 from es_embed.config import ConfigError, ModelSettings
 from es_embed.embed.pooling import normalize, pool
 from es_embed.embed.protocol import ModelInfo, Tokenized
-from es_embed.embed.st_config import PoolingSpec, read_pooling_spec
+from es_embed.embed.shape import supports_matryoshka
+from es_embed.embed.st_config import PoolingSpec, local_dir, read_pooling_spec
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def load_encoder(model: ModelSettings) -> HFEncoder:
         raise ConfigError(f"model.name: {model.name!r} has no fast (tokenizers) tokenizer")
     if hasattr(config, "use_cache"):
         config.use_cache = False  # no generation: a KV cache only costs memory
-    spec = read_pooling_spec(_local_dir(model.name), config)
+    spec = read_pooling_spec(local_dir(model.name), config)
     if spec.from_files and not spec.normalize:
         # The protocol promises unit vectors (Elasticsearch's cosine/dot_product need them).
         log.warning("%s declares no Normalize module; es-embed normalises anyway", model.name)
@@ -166,6 +166,9 @@ def load_encoder(model: ModelSettings) -> HFEncoder:
         dtype=_dtype_name(dtype),
         pooling=spec.pooling,
         matryoshka_dims=spec.matryoshka_dims,
+        matryoshka=supports_matryoshka(
+            model, str(getattr(config, "model_type", "")), spec.matryoshka_dims
+        ),
         query_prompt=spec.query_prompt,
     )
     encoder = HFEncoder(net, tokenizer, spec, info, prefix=prefix, suffix=suffix, pad_id=pad_id)
@@ -198,20 +201,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, value in DTYPES.items() if value == dtype)
-
-
-def _local_dir(name: str) -> Path | None:
-    """The directory holding the model's files: a local path, or the hub cache's snapshot."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, allow_patterns=["*.json"]))
-    except Exception as exc:  # no files means defaults; the model load itself reports why
-        log.warning("cannot read sentence-transformers files of %s: %s", name, exc)
-        return None
 
 
 def _attention_choices(device: torch.device, dtype: torch.dtype) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from es_embed.embed.shape import ModelShape
+
 Lane = Literal["query", "bulk"]
 InputType = Literal["query", "document"]
 
@@ -27,6 +29,11 @@ class ModelInfo:
     pooling: Literal["lasttoken", "mean", "cls"]
     matryoshka_dims: tuple[int, ...] | None = None  # declared valid dims, if the model lists them
     query_prompt: str | None = None  # from config_sentence_transformers.json, if any
+    matryoshka: bool = False  # trained for truncation (see embed/shape.py)
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape(self.model_id, self.hidden_size, self.matryoshka, self.matryoshka_dims)
 
 
 @dataclass(frozen=True)

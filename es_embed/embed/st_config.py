@@ -160,3 +160,17 @@ def _read_json(directory: Path | None, name: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.name: cannot read {path}: {exc}") from None
+
+
+def local_dir(name: str) -> Path | None:
+    """The directory holding the model's files: a local path, or the hub cache's snapshot."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.json"]))
+    except Exception as exc:  # no files means defaults; the model load itself reports why
+        log.warning("cannot read sentence-transformers files of %s: %s", name, exc)
+        return None

@@ -15,38 +15,22 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
+from es_embed.elastic.retry import Backoff
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
-from es_embed.follow.hashing import content_hash, document_text, stored_hash
-from es_embed.follow.retry import Backoff
 from es_embed.follow.state import CheckpointStore
-from es_embed.follow.templates import deep_merge
+from es_embed.indices.document import document_text, stored_hash, vector_doc
+from es_embed.indices.resolve import IndexTarget
 
 log = logging.getLogger(__name__)
 
 PAGES_IN_FLIGHT = 3  # enough to keep the model fed while a page is read and another written
 WRITE_ATTEMPTS = 5  # per bulk item refused with 429/5xx, before the page is retried whole
-VECTOR_DECIMALS = 8  # float32 keeps ~7 significant digits; 8 decimals halve the JSON size
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the feed writes for one configured index."""
-
-    name: str  # configured index, alias or data stream
-    text_fields: tuple[str, ...]
-    vector_field: str
-    dims: int  # effective, never 0
-    model: str  # model id, part of the hash
-
-    def hash(self, text: str) -> str:
-        return content_hash(self.model, self.dims, text)
 
 
 @dataclass
@@ -67,31 +51,6 @@ class Progress:
         }
 
 
-def _nested(path: str, value: Any) -> dict[str, Any]:
-    """``a.b`` -> {"a": {"b": value}}: a partial update merges objects, not dotted keys."""
-    out: dict[str, Any] = {}
-    node = out
-    parts = path.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
-
-
-def vector_doc(target: Target, vector: np.ndarray | None, digest: str | None) -> dict[str, Any]:
-    """The partial document written back: the vector and its ``_embed`` record (or nulls)."""
-    if vector is None:
-        return deep_merge(_nested(target.vector_field, None), {"_embed": None})
-    values = np.round(vector.astype(np.float64), VECTOR_DECIMALS).tolist()
-    embed = {
-        "hash": digest,
-        "model": target.model,
-        "dims": target.dims,
-        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-    return deep_merge(_nested(target.vector_field, values), {"_embed": embed})
-
-
 class IndexGone(Exception):
     """The concrete index was deleted while we read it; the follower notices and moves on."""
 
@@ -101,7 +60,7 @@ class ShardFeed:
         self,
         es: AsyncElasticsearch,
         service: EmbeddingService,
-        target: Target,
+        target: IndexTarget,
         store: CheckpointStore,
         *,
         index: str,
@@ -235,11 +194,15 @@ class ShardFeed:
         for (hit, _, digest), vector in zip(todo, vectors, strict=True):
             if vector is None:
                 continue
-            ops.append((hit, vector_doc(self.target, vector, digest)))
-        ops.extend((hit, vector_doc(self.target, None, None)) for hit in clear)
+            ops.append((hit, self._vector_doc(vector, digest)))
+        ops.extend((hit, self._vector_doc(None, None)) for hit in clear)
         written, cleared = await self._write(ops)
         p.embedded += written
         p.cleared += cleared
+
+    def _vector_doc(self, vector: np.ndarray | None, digest: str | None) -> dict[str, Any]:
+        t = self.target
+        return vector_doc(t.vector_field, t.model, t.dims, vector, digest)
 
     async def _ids_without_vector(self, ids: list[str]) -> set[str]:
         """Which of these documents lost their vector but kept a current ``_embed``.

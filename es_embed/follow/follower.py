@@ -20,12 +20,12 @@ from typing import TypeVar
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
-from es_embed.config import FollowSettings, IndexSettings, Settings
+from es_embed.config import FollowSettings, Settings
+from es_embed.elastic.retry import Backoff, is_transient
 from es_embed.embed.service import EmbeddingService
-from es_embed.follow.client import build_client
-from es_embed.follow.feed import IndexGone, Progress, ShardFeed, Target
-from es_embed.follow.retry import Backoff, is_transient
+from es_embed.follow.feed import IndexGone, Progress, ShardFeed
 from es_embed.follow.state import CheckpointStore, ensure_state_index
+from es_embed.indices.resolve import IndexTarget, resolve_all
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,14 @@ class Follower:
         self,
         es: AsyncElasticsearch,
         service: EmbeddingService,
-        index: IndexSettings,
+        target: IndexTarget,
         follow: FollowSettings,
         registry: Registry | None = None,
     ) -> None:
         self._es = es
         self._service = service
         self._follow = follow
-        dims = service.check_dims(index.dims or None, param=f"indices ({index.name}).dims")
-        self.target = Target(
-            name=index.name,
-            text_fields=tuple(index.text_fields),
-            vector_field=index.vector_field,
-            dims=dims,
-            model=service.info.model_id,
-        )
+        self.target = target
         self.progress = Progress()
         self._store = CheckpointStore(es, follow.state_index)
         self._runners: dict[tuple[str, int], _Runner] = {}
@@ -296,24 +289,21 @@ class Follower:
 async def running_followers(
     settings: Settings,
     service: EmbeddingService,
-    es: AsyncElasticsearch | None = None,
+    es: AsyncElasticsearch,
     registry: Registry | None = None,
 ) -> AsyncIterator[list[Follower]]:
     """Followers for every configured index, running in the background while inside.
 
     For ``es-embed serve``: the API's cleanup_ctx enters this after the embedding service
-    has started and leaves it before stopping the service. Without ``es`` a client is
-    built from ``settings.elasticsearch`` and closed on exit.
+    has started and leaves it before stopping the service.
     """
-    own = es is None
-    client = es if es is not None else build_client(settings.elasticsearch)
     followers: list[Follower] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         if settings.follow.enabled:
             followers = [
-                Follower(client, service, conf, settings.follow, registry)
-                for conf in settings.indices
+                Follower(es, service, target, settings.follow, registry)
+                for target in resolve_all(settings.indices, service.info.shape)
             ]
         tasks = [
             asyncio.create_task(f.run(), name=f"es-embed-follow-{f.target.name}") for f in followers
@@ -324,5 +314,3 @@ async def running_followers(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if own:
-            await client.close()

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from es_embed.config import IndexSettings
+from es_embed.indices.resolve import IndexTarget
 from es_embed.search.spec import MAX_NUM_CANDIDATES, SearchSpec, Source
 
 Body = dict[str, Any]
@@ -124,7 +124,7 @@ def knn_body(
 def sum_body(
     text: str,
     vector: Sequence[float],
-    conf: IndexSettings,
+    conf: IndexTarget,
     *,
     k: int,
     size: int,
@@ -161,7 +161,7 @@ def native_body(
     kind: str,
     text: str,
     vector: Sequence[float],
-    conf: IndexSettings,
+    conf: IndexTarget,
     *,
     window: int,
     size: int,
@@ -217,7 +217,7 @@ class Plan:
     named_scores: bool = False  # sum: read per-leg scores from matched_queries
 
 
-def plan(spec: SearchSpec, conf: IndexSettings, vector: Sequence[float] | None) -> Plan:
+def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) -> Plan:
     """The bodies for ``spec`` on index ``conf``; ``vector`` is needed by all but bm25."""
     source = source_filter(spec.source, conf.vector_field)
     common: dict[str, Any] = {"filters": spec.filter, "source": source}

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
-from es_embed.config import IndexSettings
 from es_embed.errors import EmbedError, ErrorKind, invalid
+from es_embed.indices.resolve import IndexTarget
 from es_embed.search import fusion
 from es_embed.search.builders import Plan, msearch_lines, plan
 from es_embed.search.fusion import Hit, LegHit, LegScore
@@ -53,14 +53,14 @@ class Searcher:
         self,
         es: AsyncElasticsearch,
         embed_query: QueryEmbedder,
-        indices: Iterable[IndexSettings],
+        indices: Iterable[IndexTarget],
     ) -> None:
         self._es = es
         self._embed_query = embed_query
         self._indices = {conf.name: conf for conf in indices}
         self._native: dict[str, tuple[float, str | None]] = {}
 
-    def index_settings(self, name: str) -> IndexSettings:
+    def index_settings(self, name: str) -> IndexTarget:
         conf = self._indices.get(name)
         if conf is None:
             known = ", ".join(sorted(self._indices)) or "none"
@@ -81,7 +81,7 @@ class Searcher:
             start = time.perf_counter()
             # The index's dims: the same Matryoshka truncation as its documents.
             try:
-                raw = await self._embed_query(spec.query, conf.dims or None)
+                raw = await self._embed_query(spec.query, conf.dims)
             except EmbedError as exc:
                 raise _as_query_error(exc) from None
             embed_ms = (time.perf_counter() - start) * 1000

@@ -15,11 +15,11 @@ from elasticsearch import AsyncElasticsearch
 
 from es_embed.config import BatchSettings, ModelSettings, Settings, settings_from_dict
 from es_embed.embed.service import EmbeddingService, truncate_and_normalize
-from es_embed.follow.feed import Target
 from es_embed.follow.follower import Follower
-from es_embed.follow.hashing import document_text
-from es_embed.follow.setup import Setup
-from tests.fakes import FakeEncoder
+from es_embed.indices.document import document_text
+from es_embed.indices.resolve import IndexTarget, resolve_index
+from es_embed.provision.setup import Setup
+from tests.fakes import ANY_SHAPE, FakeEncoder
 
 DIMS = 32
 FRESH_SECONDS = 5.0  # the bound: a write has its vector within 5 s
@@ -47,13 +47,17 @@ class Env:
     follower_es: AsyncElasticsearch | None = None  # e.g. through a proxy that can fail
 
     @property
-    def target(self) -> Target:
-        conf = self.settings.indices[0]
-        return Target(conf.name, conf.text_fields, conf.vector_field, DIMS, "fake-encoder")
+    def target(self) -> IndexTarget:
+        return resolve_index(self.settings.indices[0], self.service.info.shape)
 
     def follower(self) -> Follower:
         es = self.follower_es or self.es
-        return Follower(es, self.service, self.settings.indices[0], self.settings.follow)
+        return Follower(
+            es,
+            self.service,
+            resolve_index(self.settings.indices[0], self.service.info.shape),
+            self.settings.follow,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -76,7 +80,7 @@ async def followed_index(
     await service.start()
     try:
         if setup:
-            await Setup(es, settings, lambda c: c.dims).run()
+            await Setup(es, settings, ANY_SHAPE).run()
         follower_es = None
         if es_url_for_follower:
             follower_es = AsyncElasticsearch(es_url_for_follower, request_timeout=5)

@@ -16,7 +16,7 @@ from elasticsearch import AuthenticationException, Elasticsearch
 
 from devtools.es_node import Node
 from es_embed.config import ElasticsearchSettings, load_settings
-from es_embed.follow.client import build_client, describe_client
+from es_embed.elastic.client import build_client, describe_client
 from tests.es.test_bad_input_cli import cli
 
 pytestmark = [pytest.mark.es, pytest.mark.security]

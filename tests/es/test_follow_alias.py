@@ -9,7 +9,8 @@ from elasticsearch import AsyncElasticsearch
 
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow.follower import Follower
-from es_embed.follow.setup import Setup
+from es_embed.indices.resolve import resolve_index
+from es_embed.provision.setup import Setup
 from tests.es.follow_support import (
     DIMS,
     Env,
@@ -19,7 +20,7 @@ from tests.es.follow_support import (
     unique,
     wait_until,
 )
-from tests.fakes import FakeEncoder
+from tests.fakes import ANY_SHAPE, FakeEncoder
 
 pytestmark = pytest.mark.es
 
@@ -59,11 +60,13 @@ async def test_an_alias_over_two_indices_is_followed_into_each(es_url: str) -> N
                     {"add": {"index": b, "alias": alias}},
                 ]
             )
-            report = await Setup(es, settings, lambda c: c.dims).run()
+            report = await Setup(es, settings, ANY_SHAPE).run()
             assert any(a in line for line in report.actions)
             assert any(b in line for line in report.actions)
             env = Env(es, service, encoder, settings, alias)
-            follower = Follower(es, service, settings.indices[0], settings.follow)
+            follower = Follower(
+                es, service, resolve_index(settings.indices[0], service.info.shape), settings.follow
+            )
             async with running(follower):
                 for i in range(10):
                     await es.index(index=a, id=f"x{i}", document={"text": f"in a {i}"})
@@ -112,10 +115,12 @@ async def test_a_data_stream_is_followed_through_its_backing_indices(es_url: str
                 index=stream, op_type="create",
                 document={"@timestamp": "2025-01-01T00:00:00Z", "text": "first event"},
             )  # fmt: skip
-            report = await Setup(es, settings, lambda c: c.dims).run()
+            report = await Setup(es, settings, ANY_SHAPE).run()
             assert any("data stream" in note for note in report.notes)
             env = Env(es, service, encoder, settings, stream)
-            follower = Follower(es, service, settings.indices[0], settings.follow)
+            follower = Follower(
+                es, service, resolve_index(settings.indices[0], service.info.shape), settings.follow
+            )
             async with running(follower):
                 for i in range(5):
                     await es.index(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from es_embed.errors import EmbedError
-from es_embed.follow.ingest import IngestOptions, Loader
+from es_embed.ingest.loader import IngestOptions, Loader
 from tests.es.follow_support import (
     all_docs,
     followed_index,

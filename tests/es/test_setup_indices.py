@@ -12,8 +12,9 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.cli import setup as setup_cli
 from es_embed.config import settings_from_dict
 from es_embed.errors import EmbedError
-from es_embed.follow.setup import Setup, node_modules
+from es_embed.provision.setup import Setup, node_modules
 from tests.es.follow_support import unique
+from tests.fakes import ANY_SHAPE
 
 pytestmark = pytest.mark.es
 
@@ -39,7 +40,7 @@ async def client(es_url: str):  # type: ignore[no-untyped-def]
 
 
 async def run_setup(es: AsyncElasticsearch, settings, **kw):  # type: ignore[no-untyped-def]
-    return await Setup(es, settings, lambda c: c.dims, **kw).run()
+    return await Setup(es, settings, ANY_SHAPE, **kw).run()
 
 
 async def test_setup_creates_a_missing_index_and_is_idempotent(client) -> None:  # type: ignore[no-untyped-def]

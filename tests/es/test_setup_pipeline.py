@@ -7,9 +7,10 @@ from elasticsearch import AsyncElasticsearch
 
 from es_embed.config import settings_from_dict
 from es_embed.errors import EmbedError
-from es_embed.follow.hashing import content_hash
-from es_embed.follow.setup import Setup, node_modules
+from es_embed.indices.document import content_hash
+from es_embed.provision.setup import Setup, node_modules
 from tests.es.follow_support import unique
+from tests.fakes import ANY_SHAPE
 
 pytestmark = pytest.mark.es
 
@@ -38,7 +39,7 @@ async def test_pipeline_is_refused_clearly_without_the_modules(names_and_client)
     if {"ingest-common", "lang-painless"} <= await node_modules(es):
         pytest.skip("this node has ingest-common and lang-painless")
     with pytest.raises(EmbedError) as err:
-        await Setup(es, settings, lambda c: c.dims, pipeline=True).run()
+        await Setup(es, settings, ANY_SHAPE, pipeline=True).run()
     assert "ingest-common" in err.value.message or "lang-painless" in err.value.message
     assert err.value.param == "pipeline"
     assert not await es.indices.exists(index=name)  # refused before touching anything
@@ -47,8 +48,8 @@ async def test_pipeline_is_refused_clearly_without_the_modules(names_and_client)
 @pytest.mark.full_distribution("ingest-common", "lang-painless")
 async def test_pipeline_drops_a_vector_whose_hash_no_longer_matches(names_and_client) -> None:  # type: ignore[no-untyped-def]
     es, settings, name = names_and_client
-    await Setup(es, settings, lambda c: c.dims, pipeline=True).run()
-    again = await Setup(es, settings, lambda c: c.dims, pipeline=True).run()
+    await Setup(es, settings, ANY_SHAPE, pipeline=True).run()
+    again = await Setup(es, settings, ANY_SHAPE, pipeline=True).run()
     assert f"pipeline es-embed-{name}: unchanged" in again.actions
     text = "A title\nnested body"
     good = content_hash("fake-encoder", 32, text)
@@ -73,9 +74,7 @@ async def test_inference_endpoint_needs_a_cluster_that_has_the_inference_api(
         "GET", "/_inference/_all", headers={"accept": "application/json"}
     )
     if probe.meta.status == 200:
-        report = await Setup(
-            es, settings, lambda c: c.dims, inference_url="http://127.0.0.1:8080"
-        ).run()
+        report = await Setup(es, settings, ANY_SHAPE, inference_url="http://127.0.0.1:8080").run()
         endpoint = f"es-embed-{name}"
         try:
             assert any(endpoint in line for line in report.actions)
@@ -86,6 +85,6 @@ async def test_inference_endpoint_needs_a_cluster_that_has_the_inference_api(
             )  # fmt: skip
         return
     with pytest.raises(EmbedError) as err:
-        await Setup(es, settings, lambda c: c.dims, inference_url="http://127.0.0.1:8080").run()
+        await Setup(es, settings, ANY_SHAPE, inference_url="http://127.0.0.1:8080").run()
     assert err.value.code == "inference_unavailable"
     assert "inference" in err.value.message

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from elasticsearch import AsyncElasticsearch
 
-from es_embed.follow.hashing import content_hash, document_text
+from es_embed.indices.document import content_hash, document_text
 from tests.es.follow_support import TcpProxy
 
 REPO = Path(__file__).resolve().parents[2]

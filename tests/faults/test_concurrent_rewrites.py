@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from es_embed.follow.setup import Setup
+from es_embed.provision.setup import Setup
 from tests.es.follow_support import followed_index, running
-from tests.fakes import FakeEncoder
+from tests.fakes import ANY_SHAPE, FakeEncoder
 from tests.faults.support import (
     Expect,
     bulk_load,
@@ -70,7 +70,7 @@ async def test_rewrites_racing_the_backfill_leave_no_stale_vector(es_url: str) -
     async with followed_index(es_url, encoder=encoder, setup=False) as env:
         expect = Expect(model="fake-encoder", dims=32)
         await env.es.indices.create(index=env.index, settings={"number_of_shards": SHARDS})
-        await Setup(env.es, env.settings, lambda c: c.dims).run()
+        await Setup(env.es, env.settings, ANY_SHAPE).run()
         await bulk_load(env.es, env.index, DOCS, words=8)
         follower = env.follower()
         async with running(follower):

@@ -18,9 +18,10 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from es_embed.config import ElasticsearchSettings
-from es_embed.follow.client import build_client
+from es_embed.elastic.client import build_client
 from es_embed.follow.feed import PAGES_IN_FLIGHT
 from es_embed.follow.follower import Follower
+from es_embed.indices.resolve import resolve_index
 from tests.es.follow_support import all_docs, followed_index, running, stale_documents
 from tests.fakes import FakeEncoder
 from tests.faults.support import (
@@ -65,7 +66,12 @@ async def test_follower_waits_out_an_outage_mid_backfill(es_url: str) -> None:
             # The production client (no retries of its own) through the proxy.
             via_proxy = build_client(ElasticsearchSettings(url=proxy.url, request_timeout=5))
             conf = env.settings.indices[0]
-            follower = Follower(via_proxy, env.service, conf, env.settings.follow)
+            follower = Follower(
+                via_proxy,
+                env.service,
+                resolve_index(conf, env.service.info.shape),
+                env.settings.follow,
+            )
             async with closing(via_proxy), running(follower):
 
                 async def under_way() -> bool:

@@ -22,9 +22,9 @@ from es_embed.api.app import create_app
 from es_embed.api.keys import ES_CLIENT, FOLLOWERS
 from es_embed.config import settings_from_dict
 from es_embed.embed.protocol import Tokenized
-from es_embed.follow.setup import Setup
+from es_embed.provision.setup import Setup
 from tests.es.follow_support import unique
-from tests.fakes import FakeEncoder
+from tests.fakes import ANY_SHAPE, FakeEncoder
 from tests.faults.support import (
     Expect,
     bulk_docs,
@@ -74,7 +74,7 @@ async def test_model_failure_503s_pauses_the_follower_and_recovers(es_url: str) 
     async with TestClient(TestServer(app)) as client:
         es = app[ES_CLIENT]
         async with cleaned_up(es, index, state):
-            await Setup(es, settings, lambda c: c.dims).run()
+            await Setup(es, settings, ANY_SHAPE).run()
             await es.bulk(operations=bulk_docs(index, range(20)), refresh=True)
             await wait_for(lambda: _no_mismatch(es, index, expect), 15, "first documents")
 

@@ -19,7 +19,8 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.cli.serve import SHUTDOWN_GRACE
 from es_embed.config import settings_from_dict
 from es_embed.follow.feed import PAGES_IN_FLIGHT
-from es_embed.follow.setup import Setup
+from es_embed.provision.setup import Setup
+from tests.fakes import ANY_SHAPE
 from tests.faults.support import (
     Expect,
     Sidecar,
@@ -50,7 +51,7 @@ async def prepared(
         config, model_dir=tiny_qwen_dir, es_url=es_url, index=index, state_index=state,
         follow={"page_size": PAGE}, **conf,
     )  # fmt: skip
-    await Setup(es, settings_from_dict(raw), lambda c: c.dims).run()
+    await Setup(es, settings_from_dict(raw), ANY_SHAPE).run()
     sidecar = Sidecar(config, raw["server"]["port"], tmp_path / "sidecar.log")
     return sidecar, index, state
 

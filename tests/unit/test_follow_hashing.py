@@ -7,9 +7,14 @@ import hashlib
 import numpy as np
 import pytest
 
-from es_embed.follow.feed import Target, vector_doc
-from es_embed.follow.hashing import content_hash, document_text, hash_prefix, stored_hash
-from es_embed.follow.pipeline import PAINLESS, pipeline_body
+from es_embed.indices.document import (
+    content_hash,
+    document_text,
+    hash_prefix,
+    stored_hash,
+    vector_doc,
+)
+from es_embed.provision.pipeline import PAINLESS, pipeline_body
 
 FIELDS = ("title", "text")
 
@@ -69,9 +74,8 @@ def test_stored_hash_reads_object_or_dotted_forms() -> None:
 
 
 def test_vector_doc_nests_dotted_vector_fields_and_clears_with_nulls() -> None:
-    target = Target("i", FIELDS, "vec.main", 3, "m")
-    doc = vector_doc(target, np.array([0.6, 0.8, 0.0], np.float32), "h")
+    doc = vector_doc("vec.main", "m", 3, np.array([0.6, 0.8, 0.0], np.float32), "h")
     assert doc["vec"]["main"] == pytest.approx([0.6, 0.8, 0.0])
     assert doc["_embed"]["hash"] == "h" and doc["_embed"]["dims"] == 3
     assert doc["_embed"]["model"] == "m" and doc["_embed"]["at"].endswith("+00:00")
-    assert vector_doc(target, None, None) == {"vec": {"main": None}, "_embed": None}
+    assert vector_doc("vec.main", "m", 3, None, None) == {"vec": {"main": None}, "_embed": None}

@@ -11,14 +11,20 @@ import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders
 from elasticsearch import ApiError
 
-from es_embed.config import BatchSettings, ConfigError, ElasticsearchSettings, ModelSettings
+from es_embed.cli.progress import ProgressLine, render
+from es_embed.config import (
+    BatchSettings,
+    ConfigError,
+    ElasticsearchSettings,
+    IndexSettings,
+    ModelSettings,
+)
+from es_embed.elastic.client import client_kwargs, describe_client
+from es_embed.elastic.retry import Backoff
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError
-from es_embed.follow.client import client_kwargs, describe_client
-from es_embed.follow.feed import Target
-from es_embed.follow.ingest import IngestOptions, Line, Loader, chunks, read_lines, validate
-from es_embed.follow.progress import ProgressLine, render
-from es_embed.follow.retry import Backoff
+from es_embed.indices.resolve import resolve_index
+from es_embed.ingest.loader import IngestOptions, Line, Loader, chunks, read_lines, validate
 from tests.fakes import FakeEncoder
 
 
@@ -88,7 +94,7 @@ async def test_429s_are_retried_until_every_document_is_written(tmp_path: Path) 
     await service.start()
     try:
         es = FlakyBulk()
-        target = Target("idx", ("title", "text"), "embedding", 32, "fake-encoder")
+        target = resolve_index(IndexSettings(name="idx", dims=32), service.info.shape)
         options = IngestOptions(chunk_docs=10, max_backoff=0.01)
         result = await Loader(es, service, target, options).run(path)  # type: ignore[arg-type]
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from es_embed.config import settings_from_dict
-from es_embed.follow import templates
+from es_embed.provision import templates
 
 
 def conf(**kw: object):  # type: ignore[no-untyped-def]
@@ -14,9 +14,9 @@ def conf(**kw: object):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("name", [templates.COMPONENT_FILE, templates.INDEX_TEMPLATE_FILE])
 def test_mapping_files_are_paste_able_dev_tools_requests(name: str) -> None:
-    req = templates.read_request(templates.MAPPINGS_DIR / name)
+    req = templates.read_request(name)
     assert req.method == "PUT" and req.path.startswith("_")
-    assert templates.read_request(templates.MAPPINGS_DIR / name).console().startswith("PUT _")
+    assert templates.read_request(name).console().startswith("PUT _")
 
 
 def test_component_template_renders_dims_similarity_options_and_fields() -> None:

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from es_embed.api.app import create_app
 from es_embed.config import load_settings, settings_from_dict
-from es_embed.follow.client import describe_client
+from es_embed.elastic.client import describe_client
 from tests.fakes import FakeEncoder
 from tests.faults.support import REPO, Sidecar, free_port, sidecar_env
 

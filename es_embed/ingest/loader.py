@@ -25,11 +25,11 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch
 
+from es_embed.elastic.retry import Backoff
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind, invalid
-from es_embed.follow.feed import Target, vector_doc
-from es_embed.follow.hashing import document_text
-from es_embed.follow.retry import Backoff
+from es_embed.indices.document import document_text, vector_doc
+from es_embed.indices.resolve import IndexTarget
 
 CHUNKS_IN_FLIGHT = 2
 RETRIES_429 = 8
@@ -138,7 +138,7 @@ class Loader:
         self,
         es: AsyncElasticsearch,
         service: EmbeddingService,
-        target: Target,
+        target: IndexTarget,
         options: IngestOptions,
         on_progress: Callable[[IngestResult], None] | None = None,
     ) -> None:
@@ -179,7 +179,8 @@ class Loader:
         vectors = await self._embed([texts[i] for i in wanted])
         docs = [dict(line.source) for line in chunk]
         for i, vector in zip(wanted, vectors, strict=True):
-            docs[i].update(vector_doc(self._target, vector, self._target.hash(texts[i])))
+            t = self._target
+            docs[i].update(vector_doc(t.vector_field, t.model, t.dims, vector, t.hash(texts[i])))
         ops = []
         for line, doc in zip(chunk, docs, strict=True):
             meta: dict[str, Any] = {"_index": self._target.name}

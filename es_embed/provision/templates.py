@@ -1,8 +1,10 @@
-"""Render the Kibana Dev Tools requests in ``mappings/`` for one configured index.
+"""Render the Kibana Dev Tools requests in ``es_embed/provision/templates/`` for one index.
 
 The files are plain Dev Tools text (a ``PUT <path>`` line, then a JSON body) so a user can
 paste them as they are; setup reads the same files and fills in the configured names,
 dims, similarity, index options and analyzers, so there is one source for the mapping.
+They ship inside the package (read with ``importlib.resources``, so a wheel or Docker
+install finds them); the repository's top-level ``mappings/`` holds links to them.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from es_embed.config import IndexSettings
+from es_embed.indices.document import deep_merge
 
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+TEMPLATES = resources.files("es_embed.provision") / "templates"
 COMPONENT_FILE = "component-template.json"
 INDEX_TEMPLATE_FILE = "index-template.json"
 # Analyzers built into the server; every other one (cjk, english, ...) is in analysis-common.
@@ -35,7 +38,8 @@ class Request:
         return f"{self.method} {self.path}\n{json.dumps(self.body, indent=2)}\n"
 
 
-def read_request(path: Path) -> Request:
+def read_request(name: str, directory: Traversable = TEMPLATES) -> Request:
+    path = directory / name
     text = path.read_text(encoding="utf-8")
     head, _, body = text.lstrip().partition("\n")
     method, _, target = head.strip().partition(" ")
@@ -71,16 +75,6 @@ def _nest(path: str, mapping: dict[str, Any]) -> dict[str, Any]:
     for part in reversed(parts[1:]):
         out = {"properties": {part: out}}
     return {parts[0]: out}
-
-
-def deep_merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``b`` into ``a`` in place, recursing into objects present in both."""
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(a.get(k), dict):
-            deep_merge(a[k], v)
-        else:
-            a[k] = v
-    return a
 
 
 def text_mapping(analyzer: str) -> dict[str, Any]:
@@ -131,9 +125,9 @@ def component_template(
     dims: int,
     analyzers: dict[str, str],
     pipeline: str | None = None,
-    directory: Path = MAPPINGS_DIR,
+    directory: Traversable = TEMPLATES,
 ) -> Request:
-    base = read_request(directory / COMPONENT_FILE)
+    base = read_request(COMPONENT_FILE, directory)
     body = copy.deepcopy(base.body)
     body["template"]["mappings"]["properties"] = properties(conf, dims, analyzers, base.body)
     if pipeline:
@@ -142,9 +136,9 @@ def component_template(
     return Request("PUT", f"_component_template/{template_name(conf.name)}", body)
 
 
-def index_template(conf: IndexSettings, directory: Path = MAPPINGS_DIR) -> Request:
+def index_template(conf: IndexSettings, directory: Traversable = TEMPLATES) -> Request:
     """For indices matching the configured name: our component, nothing else of ours."""
-    base = read_request(directory / INDEX_TEMPLATE_FILE)
+    base = read_request(INDEX_TEMPLATE_FILE, directory)
     body = copy.deepcopy(base.body)
     name = template_name(conf.name)
     body["index_patterns"] = [conf.name]

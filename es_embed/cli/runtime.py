@@ -11,8 +11,8 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from es_embed.config import ConfigError, Settings, load_settings
+from es_embed.elastic.client import build_client, describe_client
 from es_embed.errors import EmbedError
-from es_embed.follow.client import build_client, describe_client
 
 
 @contextlib.asynccontextmanager

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
 from es_embed.config import IndexSettings, Settings
+from es_embed.embed.shape import ModelShape
 from es_embed.errors import EmbedError, ErrorKind
-from es_embed.follow import templates
-from es_embed.follow.pipeline import pipeline_body
 from es_embed.follow.state import ensure_state_index
+from es_embed.indices.resolve import resolve_index
+from es_embed.provision import templates
+from es_embed.provision.pipeline import pipeline_body
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,14 @@ class Setup:
         self,
         es: AsyncElasticsearch,
         settings: Settings,
-        dims_for: Callable[[IndexSettings], int],
+        model: ModelShape,
         *,
         pipeline: bool = False,
         inference_url: str | None = None,
     ) -> None:
         self._es = es
         self._settings = settings
-        self._dims_for = dims_for
+        self._model = model
         self._pipeline = pipeline
         self._inference_url = inference_url
         self.report = SetupReport()
@@ -114,7 +115,7 @@ class Setup:
     # ---- one index ----------------------------------------------------------------------
 
     async def index(self, conf: IndexSettings) -> None:
-        dims = self._dims_for(conf)
+        dims = resolve_index(conf, self._model).dims
         analyzers, notes = templates.effective_analyzers(conf, "analysis-common" in self._modules)
         self.report.notes.extend(notes)
         pipeline = templates.template_name(conf.name) if self._pipeline else None
@@ -178,7 +179,7 @@ class Setup:
                         f"{existing.get('analyzer', 'standard')!r} (an analyzer cannot change "
                         f"in place; reindex to use {analyzer!r})"
                     )
-        base = templates.read_request(templates.MAPPINGS_DIR / templates.COMPONENT_FILE).body
+        base = templates.read_request(templates.COMPONENT_FILE).body
         desired = templates.properties(conf, dims, wanted, base)
         if _subset(desired, props):
             self._say(f"index {index}: mapping already in place")
@@ -305,7 +306,7 @@ class Setup:
         full = url.rstrip("/")
         if not full.endswith("/v1/embeddings"):
             full += "/v1/embeddings"
-        dims = self._dims_for(conf)
+        dims = resolve_index(conf, self._model).dims
         keys = sorted(self._settings.server.api_keys)
         service_settings = {
             "api_key": keys[0] if keys else "es-embed-no-key",  # the sidecar may not ask

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from es_embed.follow.hashing import FIELD_JOINER, hash_prefix
+from es_embed.indices.document import FIELD_JOINER, hash_prefix
 
 # Mirrors hashing.document_text: nested lookup with a literal dotted-key fallback, strings
 # and lists of strings only, blank = trim() leaves nothing.

@@ -1,4 +1,5 @@
-"""The text a document is embedded from, and the content hash stored next to its vector.
+"""A followed document: the text it is embedded from, the content hash stored next to its
+vector, and the partial document that writes both back.
 
     hash = sha256_hex(f"{model}\\u001f{dims}\\u001f{text}")
 
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
 
 SEPARATOR = "\u001f"  # unit separator: cannot be confused with text or a number
 FIELD_JOINER = "\n"
@@ -74,3 +78,43 @@ def stored_hash(source: Mapping[str, Any]) -> str | None:
         return value if isinstance(value, str) else None
     value = source.get("_embed.hash")
     return value if isinstance(value, str) else None
+
+
+VECTOR_DECIMALS = 8  # float32 keeps ~7 significant digits; 8 decimals halve the JSON size
+
+
+def deep_merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``b`` into ``a`` in place, recursing into objects present in both."""
+    for k, v in b.items():
+        if isinstance(v, Mapping) and isinstance(a.get(k), dict):
+            deep_merge(a[k], v)
+        else:
+            a[k] = v
+    return a
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    """``a.b`` -> {"a": {"b": value}}: a partial update merges objects, not dotted keys."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def vector_doc(
+    vector_field: str, model: str, dims: int, vector: np.ndarray | None, digest: str | None
+) -> dict[str, Any]:
+    """The partial document written back: the vector and its ``_embed`` record (or nulls)."""
+    if vector is None:
+        return deep_merge(nested(vector_field, None), {"_embed": None})
+    values = np.round(vector.astype(np.float64), VECTOR_DECIMALS).tolist()
+    embed = {
+        "hash": digest,
+        "model": model,
+        "dims": dims,
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    return deep_merge(nested(vector_field, values), {"_embed": embed})
