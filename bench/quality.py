@@ -336,7 +336,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         mapping = (await es.indices.get_mapping(index=index))[index]["mappings"]["properties"]
         options = mapping["embedding"].get("index_options", {}).get("type", "?")
         conf = IndexSettings(name=index, text_fields=("title", "text"), vector_field="embedding")
-        quality = Searcher(es, cached(service.embed_query), [conf])
+        target = resolve_index(conf, service.info.shape)
+        quality = Searcher(es, cached(service.embed_query), [target])
         runs = list(RUNS)
         native = await native_unavailable(es, index, "rrf")
         if native is None:
@@ -353,7 +354,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                          "ranx_ndcg@10": theirs[0], "ranx_recall@100": theirs[1]})  # fmt: skip
             print(f"  {label:<14} nDCG@10 {ours[0]:.4f}  R@100 {ours[1]:.4f}  "
                   f"({time.monotonic() - start:.0f} s)", file=sys.stderr)  # fmt: skip
-        fresh = Searcher(es, service.embed_query, [conf])
+        fresh = Searcher(es, service.embed_query, [target])
         times = await latency(fresh, data, index, min(args.latency_queries, len(data.queries)))
     finally:
         await es.close()

@@ -13,6 +13,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from es_embed.config import BatchSettings, IndexSettings, ModelSettings
 from es_embed.embed.protocol import Encoder
 from es_embed.embed.service import EmbeddingService
+from es_embed.indices.resolve import resolve_index
 from es_embed.search.execute import Searcher
 
 # No distractor shares a token with the queries below, so what each leg finds is telling.
@@ -93,4 +94,4 @@ async def service(minilm_encoder: Encoder) -> AsyncIterator[EmbeddingService]:
 
 @pytest.fixture
 def searcher(aes: AsyncElasticsearch, service: EmbeddingService, corpus: IndexSettings) -> Searcher:
-    return Searcher(aes, service.embed_query, [corpus])
+    return Searcher(aes, service.embed_query, [resolve_index(corpus, service.info.shape)])

@@ -13,6 +13,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 from es_embed.config import IndexSettings
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
+from es_embed.indices.resolve import resolve_all, resolve_index
 from es_embed.search.devconsole import render
 from es_embed.search.execute import Searcher
 from es_embed.search.spec import SearchSpec
@@ -94,7 +95,7 @@ async def test_unknown_index_and_bad_filter_are_precise_errors(
     aes: AsyncElasticsearch, service: EmbeddingService, corpus: IndexSettings
 ) -> None:
     ghost = IndexSettings(name=f"{corpus.name}-ghost")
-    searcher = Searcher(aes, service.embed_query, [corpus, ghost])
+    searcher = Searcher(aes, service.embed_query, resolve_all([corpus, ghost], service.info.shape))
     with pytest.raises(EmbedError) as info:
         await searcher.search(SearchSpec(index="nope", query="x"))
     assert (info.value.kind, info.value.param) == (ErrorKind.NOT_FOUND, "index")
@@ -178,7 +179,7 @@ async def test_query_vector_is_the_query_lane_embedding_at_the_index_dims(
     conf = IndexSettings(
         name=corpus.name, text_fields=corpus.text_fields, vector_field="embedding", dims=384
     )
-    searcher = Searcher(aes, embed, [conf])
+    searcher = Searcher(aes, embed, [resolve_index(conf, service.info.shape)])
     p, _ = await searcher.prepare(SearchSpec(index=corpus.name, query=PARAPHRASE, mode="knn"))
     assert seen == [(PARAPHRASE, 384)]
     expected = await service.embed_query(PARAPHRASE, 384)

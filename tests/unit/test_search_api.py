@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from es_embed.api.errors import error_middleware
 from es_embed.api.search import SEARCHER, post_search
 from es_embed.config import IndexSettings
+from es_embed.indices.resolve import text_only
 from es_embed.search.execute import Searcher
 
 
@@ -31,7 +32,9 @@ async def no_embedding(text: str, dims: int | None) -> np.ndarray:
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
     app = web.Application(middlewares=[error_middleware])
-    searcher = Searcher(NoElasticsearch(), no_embedding, [IndexSettings(name="docs")])  # type: ignore[arg-type]
+    searcher = Searcher(
+        NoElasticsearch(), no_embedding, [text_only(IndexSettings(name="docs"), "m")]
+    )  # type: ignore[arg-type]
     app[SEARCHER] = searcher
     app.router.add_post("/v1/search", post_search)
     async with TestClient(TestServer(app)) as c:
