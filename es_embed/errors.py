@@ -1,7 +1,8 @@
-"""One closed set of error kinds. The API maps each kind to an HTTP status and the OpenAI
-error envelope; the CLI maps any of them to a one-line message and exit code 2.
+"""One closed set of error kinds, named for what went wrong, not for a protocol.
 
-Every layer (embed, follow, search) raises these, so nothing below the API knows HTTP.
+Every layer (embed, follow, search, provision) raises these. The API owns the table from
+kind to HTTP status and the OpenAI envelope (``api/errors.py``); the CLI owns the table
+from kind to exit code (``cli/runtime.py``). Nothing below them knows either.
 """
 
 from __future__ import annotations
@@ -10,22 +11,13 @@ from enum import Enum
 
 
 class ErrorKind(Enum):
-    # value: (HTTP status, OpenAI error "type")
-    INVALID_REQUEST = (400, "invalid_request_error")
-    UNAUTHORIZED = (401, "authentication_error")
-    NOT_FOUND = (404, "not_found_error")
-    TOO_LARGE = (413, "invalid_request_error")
-    UNPROCESSABLE = (422, "invalid_request_error")
-    OVERLOADED = (429, "rate_limit_error")
-    UNAVAILABLE = (503, "service_unavailable")
-
-    @property
-    def status(self) -> int:
-        return self.value[0]
-
-    @property
-    def type_name(self) -> str:
-        return self.value[1]
+    INVALID_REQUEST = "invalid_request"  # the input is wrong: say which field
+    UNAUTHORIZED = "unauthorized"  # no or wrong credentials
+    NOT_FOUND = "not_found"  # an unknown model, index or route
+    TOO_LARGE = "too_large"  # over a configured size limit
+    UNPROCESSABLE = "unprocessable"  # valid, but this cluster or state cannot serve it
+    OVERLOADED = "overloaded"  # a full queue: retry later
+    UNAVAILABLE = "unavailable"  # the model or a dependency is down
 
 
 class EmbedError(Exception):
@@ -46,16 +38,6 @@ class EmbedError(Exception):
         self.param = param
         self.code = code
         self.retry_after = retry_after
-
-    def envelope(self) -> dict[str, object]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.kind.type_name,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
 def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> EmbedError:

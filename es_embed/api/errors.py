@@ -1,6 +1,7 @@
 """One middleware turns every failure into the OpenAI error envelope.
 
-``EmbedError`` carries its ``ErrorKind`` (status + OpenAI type) from es_embed.errors; aiohttp's
+``EmbedError`` carries a plain ``ErrorKind``; ``STATUS`` below is the one table from kind to
+HTTP status and OpenAI error type, and ``envelope`` the one envelope. aiohttp's
 own refusals (unknown route, wrong method, body over ``client_max_size``) are mapped onto the
 same table, so a client never sees an HTML page or a bare text body. Anything unexpected is a
 500 whose message says nothing about the cause (it may hold secrets); the log has the traceback.
@@ -19,6 +20,17 @@ from es_embed.errors import EmbedError, ErrorKind
 
 log = logging.getLogger(__name__)
 
+# kind -> (HTTP status, OpenAI error "type")
+STATUS: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.INVALID_REQUEST: (400, "invalid_request_error"),
+    ErrorKind.UNAUTHORIZED: (401, "authentication_error"),
+    ErrorKind.NOT_FOUND: (404, "not_found_error"),
+    ErrorKind.TOO_LARGE: (413, "invalid_request_error"),
+    ErrorKind.UNPROCESSABLE: (422, "invalid_request_error"),
+    ErrorKind.OVERLOADED: (429, "rate_limit_error"),
+    ErrorKind.UNAVAILABLE: (503, "service_unavailable"),
+}
+
 # aiohttp's HTTPExceptions -> (kind, code). Statuses outside the table keep their own status.
 _HTTP_CODES: dict[int, tuple[ErrorKind | None, str]] = {
     400: (ErrorKind.INVALID_REQUEST, "bad_request"),
@@ -35,11 +47,16 @@ def error_response(exc: EmbedError) -> web.Response:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if exc.kind is ErrorKind.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="es-embed"'
-    return web.json_response(exc.envelope(), status=exc.kind.status, headers=headers)
+    status, type_name = STATUS[exc.kind]
+    body = envelope(exc.message, type_name, exc.code, exc.param)
+    return web.json_response(body, status=status, headers=headers)
 
 
-def _envelope(message: str, type_name: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_name, "param": None, "code": code}}
+def envelope(
+    message: str, type_name: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI error envelope, the only error body this API sends."""
+    return {"error": {"message": message, "type": type_name, "param": param, "code": code}}
 
 
 def http_error_response(exc: web.HTTPException, request: web.Request) -> web.Response:
@@ -54,11 +71,9 @@ def http_error_response(exc: web.HTTPException, request: web.Request) -> web.Res
         message = f"the request body is larger than server.max_body_bytes ({limit:,} bytes)"
     else:
         message = exc.text or exc.reason
-    type_name = kind.type_name if kind else "invalid_request_error"
+    type_name = STATUS[kind][1] if kind else "invalid_request_error"
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-    return web.json_response(
-        _envelope(message, type_name, code), status=exc.status, headers=headers
-    )
+    return web.json_response(envelope(message, type_name, code), status=exc.status, headers=headers)
 
 
 @web.middleware
@@ -74,6 +89,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return web.json_response(
-            _envelope("internal server error; see the server log", "server_error", "internal"),
+            envelope("internal server error; see the server log", "server_error", "internal"),
             status=500,
         )

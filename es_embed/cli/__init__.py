@@ -5,8 +5,7 @@ Each subcommand lives in its own module under ``es_embed.cli`` and exposes
 A module that does not exist yet is simply not offered; one that fails to import still
 appears, and says why when it is run, so one broken command never takes the others down.
 
-Exit codes: 0 success, 1 a runtime failure (e.g. Elasticsearch unreachable), 2 bad input
-(a one-line ``error: ...`` naming the setting or argument), 130 interrupted.
+Exit codes: see ``cli/runtime.py`` (the one table from error kind to exit code).
 """
 
 from __future__ import annotations

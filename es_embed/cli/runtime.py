@@ -12,7 +12,28 @@ from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from es_embed.config import ConfigError, Settings, load_settings
 from es_embed.elastic.client import build_client, describe_client
-from es_embed.errors import EmbedError
+from es_embed.errors import EmbedError, ErrorKind
+
+# Exit codes: 0 success, 1 a runtime failure worth retrying later (Elasticsearch or the
+# model unavailable), 2 bad input (a one-line ``error: ...`` naming the setting, argument
+# or line), 130 interrupted.
+EXIT_RUNTIME = 1
+EXIT_BAD_INPUT = 2
+EXIT_CODES: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_REQUEST: EXIT_BAD_INPUT,
+    ErrorKind.UNAUTHORIZED: EXIT_BAD_INPUT,
+    ErrorKind.NOT_FOUND: EXIT_BAD_INPUT,
+    ErrorKind.TOO_LARGE: EXIT_BAD_INPUT,
+    ErrorKind.UNPROCESSABLE: EXIT_BAD_INPUT,
+    ErrorKind.OVERLOADED: EXIT_RUNTIME,
+    ErrorKind.UNAVAILABLE: EXIT_RUNTIME,
+}
+
+
+def report(exc: ConfigError | EmbedError) -> int:
+    """Print the one-line error and return its exit code."""
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_CODES[exc.kind] if isinstance(exc, EmbedError) else EXIT_BAD_INPUT
 
 
 @contextlib.asynccontextmanager
@@ -38,8 +59,7 @@ def run_command(main: Coroutine[Any, Any, int], settings: Settings | None = None
     try:
         return asyncio.run(main)
     except (ConfigError, EmbedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     except (ConnectionError, TransportError) as exc:
         where = f" at {describe_client(settings.elasticsearch)}" if settings else ""
         print(f"error: cannot reach Elasticsearch{where}: {exc}", file=sys.stderr)

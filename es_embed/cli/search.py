@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
-from es_embed.cli.runtime import es_client, run_command
+from es_embed.cli.runtime import es_client, report, run_command
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
 from es_embed.embed.service import embedding_service
 from es_embed.embed.shape import ModelShape
@@ -68,8 +67,7 @@ def main(args: argparse.Namespace) -> int:
         spec = spec_from_args(args)
         settings.index(spec.index)
     except (ConfigError, EmbedError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     return run_command(_run(settings, spec, args), settings)
 
 
@@ -110,30 +108,19 @@ def _weights(text: str) -> dict[str, float]:
 
 
 async def _run(settings: Settings, spec: SearchSpec, args: argparse.Namespace) -> int:
-    try:
-        async with (
-            es_client(settings) as es,
-            _embedder(settings, spec, args.server) as (
-                embed,
-                model,
-            ),
-        ):
-            targets = (
-                resolve_all(settings.indices, model)
-                if model is not None
-                else [text_only(conf, settings.model.model_id) for conf in settings.indices]
-            )
-            searcher = Searcher(es, embed, targets)
-            if args.dev_console:
-                p, _ = await searcher.prepare(spec)
-                print(render(p, spec))
-                return 0
-            result = await searcher.search(spec)
-    except EmbedError as exc:
-        if exc.kind in (ErrorKind.UNAVAILABLE, ErrorKind.OVERLOADED):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
+    async with es_client(settings) as es, _embedder(settings, spec, args.server) as served:
+        embed, model = served
+        targets = (
+            resolve_all(settings.indices, model)
+            if model is not None
+            else [text_only(conf, settings.model.model_id) for conf in settings.indices]
+        )
+        searcher = Searcher(es, embed, targets)
+        if args.dev_console:
+            p, _ = await searcher.prepare(spec)
+            print(render(p, spec))
+            return 0
+        result = await searcher.search(spec)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
     else:

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from es_embed.api.app import create_app
 from es_embed.api.keys import FOLLOWERS, SERVICE
+from es_embed.cli.runtime import report
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
 from es_embed.errors import EmbedError
 
@@ -94,8 +95,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(app, settings))
     except (ConfigError, EmbedError) as exc:  # raised while loading the model or followers
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     except OSError as exc:  # mostly: the address is taken
         where = _address(settings)
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
