@@ -21,7 +21,7 @@ from es_embed.config import IndexSettings, Settings
 from es_embed.embed.shape import ModelShape
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.follow.state import ensure_state_index
-from es_embed.indices.resolve import resolve_index
+from es_embed.indices.resolve import IndexTarget, resolve_all, resolve_index
 from es_embed.provision import templates
 from es_embed.provision.pipeline import pipeline_body
 
@@ -98,8 +98,10 @@ class Setup:
                     code="missing_module",
                 )
         confs = [self._settings.index(n) for n in names] if names else self._settings.indices
-        for conf in confs:
-            await self.index(conf)
+        # Every index resolves (dims checked against the model) before anything is written.
+        targets = resolve_all(confs, self._model)
+        for target in targets:
+            await self.index(target)
         state = self._settings.follow.state_index
         created = await ensure_state_index(self._es, state)
         self._say(f"state index {state}: {'created' if created else 'exists'}")
@@ -114,8 +116,8 @@ class Setup:
 
     # ---- one index ----------------------------------------------------------------------
 
-    async def index(self, conf: IndexSettings) -> None:
-        dims = resolve_index(conf, self._model).dims
+    async def index(self, target: IndexTarget) -> None:
+        conf, dims = target.conf, target.dims
         analyzers, notes = templates.effective_analyzers(conf, "analysis-common" in self._modules)
         self.report.notes.extend(notes)
         pipeline = templates.template_name(conf.name) if self._pipeline else None

@@ -137,6 +137,40 @@ async def test_setup_cli_exits_2_with_one_line_on_a_mismatch(
     assert len(err) == 1 and err[0].startswith("error: index ") and "64 dims" in err[0]
 
 
+async def test_setup_refuses_matryoshka_dims_for_a_plain_model_and_writes_nothing(
+    client,
+    tmp_path: Path,
+    es_url: str,
+    minilm_dir: Path,
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    es, names = client
+    fine, truncated, state = unique("setup"), unique("setup"), unique("state")
+    names += [fine, truncated, state]
+    config = tmp_path / "es-embed.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "elasticsearch": {"url": es_url},
+                "model": {"name": str(minilm_dir)},
+                "follow": {"state_index": state},
+                # The first index is fine; the second asks MiniLM for 128 of its 384 dims.
+                "indices": [{"name": fine}, {"name": truncated, "dims": 128}],
+            }
+        )
+    )
+    args = argparse.Namespace(
+        config=str(config), index=None, pipeline=False, inference_endpoint=None, print_only=False
+    )
+    assert await_in_thread(setup_cli.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: indices ({truncated}).dims: 128"), err
+    assert repr(minilm_dir.name) in err[0] and "Matryoshka" in err[0]
+    for name in (fine, truncated, state):  # refused before any write
+        assert not await es.indices.exists(index=name)
+
+
 def await_in_thread(func, args):  # type: ignore[no-untyped-def]
     """The CLI calls asyncio.run itself, which cannot nest in the test's running loop."""
     import concurrent.futures
