@@ -22,7 +22,6 @@ import yaml
 
 ENV_PREFIX = "ES_EMBED_"
 MAX_VECTOR_DIMS = 4096
-SIMILARITIES = ("cosine", "dot_product", "max_inner_product")
 DEFAULT_QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 

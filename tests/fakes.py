@@ -82,5 +82,23 @@ class FakeEncoder:
         return total
 
 
+class GatedEncoder(FakeEncoder):
+    """forward() records its batch's token lengths, sets ``entered``, then blocks until the
+    test sets ``gate`` (or ``timeout`` seconds pass, so a failing test cannot hang)."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.seen: list[list[int]] = []
+        self._timeout = timeout
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        self.seen.append([len(t.ids) for t in batch])
+        self.entered.set()
+        self.gate.wait(self._timeout)
+        return super().forward(batch)
+
+
 # For setup tests that give every index explicit dims: a wide Matryoshka model accepts them.
 ANY_SHAPE = ModelShape("fake-encoder", 4096, matryoshka=True)

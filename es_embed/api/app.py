@@ -5,13 +5,7 @@ Resources are opened and closed in ``cleanup_ctx`` hooks, in this order (closed 
 1. the embedding service: the model is loaded off the event loop, its thread started;
 2. when ``settings.indices`` is non-empty: the ``AsyncElasticsearch`` client (``ES_CLIENT``)
    and the searcher behind ``POST /v1/search``;
-3. when ``follow=True`` (``es-embed serve``): the followers (``FOLLOWERS``);
-4. anything passed in ``extensions``.
-
-Extension point: an extension is a function ``(app) -> None`` called once by the factory;
-it may add routes and append ``cleanup_ctx`` hooks, which run after the ones above and can
-read ``app[SERVICE]`` / ``app[ES_CLIENT]``. Keep each such hook in the module that owns
-the feature (search/follow), so this file stays a table of contents.
+3. when ``follow=True`` (``es-embed serve``): the followers (``FOLLOWERS``).
 
 Graceful shutdown (``on_shutdown``, which aiohttp runs after the listening sockets close and
 before it waits for in-flight handlers): the service refuses new work with 503 and gets
@@ -22,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -45,8 +39,6 @@ from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
 
-Extension = Callable[[web.Application], None]
-
 
 def create_app(
     settings: Settings,
@@ -54,7 +46,6 @@ def create_app(
     encoder: Encoder | None = None,
     registry: Registry | None = None,
     follow: bool = False,
-    extensions: Sequence[Extension] = (),
 ) -> web.Application:
     """Build the app; nothing is loaded until the app starts (its cleanup_ctx runs).
 
@@ -85,8 +76,6 @@ def create_app(
         _add_elasticsearch(app)
         if follow and settings.follow.enabled:
             app.cleanup_ctx.append(_follow_ctx)
-    for extend in extensions:
-        extend(app)
     return app
 
 

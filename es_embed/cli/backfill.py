@@ -47,7 +47,7 @@ async def _run(settings: Settings, names: list[str] | None) -> int:
         followers = [
             Follower(es, service, resolve_index(conf, shape), settings.follow) for conf in confs
         ]
-        bar = ProgressLine("checked")
+        bar = ProgressLine("done")  # its clock starts now, after the model loaded
         show = asyncio.create_task(_show(bar, followers))
         try:
             await asyncio.gather(*(f.run_once_to_current() for f in followers))
@@ -56,27 +56,29 @@ async def _run(settings: Settings, names: list[str] | None) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await show
             await asyncio.gather(*(f.stop() for f in followers), return_exceptions=True)
-        bar.finish(**_totals(followers))
+        bar.finish(**totals(followers))
     failed = sum(f.progress.failed for f in followers)
     return 1 if failed else 0
 
 
-def _totals(followers: list[Follower]) -> dict[str, Any]:
+def totals(followers: list[Follower]) -> dict[str, Any]:
     def total(key: str) -> int:
         return sum(getattr(f.progress, key) or 0 for f in followers)
 
     known = [f.progress.total for f in followers]
     return {
-        "done": total("checked"),
+        "done": total("done"),
         "total": sum(t for t in known if t) if all(t is not None for t in known) else None,
+        "read": total("checked"),
         "embedded": total("embedded"),
         "skipped": total("skipped"),
         "conflicts": total("conflicts"),
         "failed": total("failed"),
+        "cleared": total("cleared"),
     }
 
 
 async def _show(bar: ProgressLine, followers: list[Follower]) -> None:
     while True:
-        bar.update(**_totals(followers))
+        bar.update(**totals(followers))
         await asyncio.sleep(0.2)

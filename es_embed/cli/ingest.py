@@ -73,21 +73,29 @@ async def _dry_run(path: Path, options: IngestOptions) -> int:
     return 0
 
 
+class IngestProgress:
+    """The ingest line: documents past the model (embedded, or with no text) against the
+    file, so it moves while a chunk is embedded; documents indexed and refused beside."""
+
+    def __init__(self) -> None:
+        self._bar = ProgressLine("embedded")  # its clock starts here
+
+    def update(self, r: IngestResult) -> None:
+        self._bar.update(r.ready, r.lines, indexed=r.indexed, failed=r.failed)
+
+    def finish(self, r: IngestResult) -> None:
+        self._bar.finish(r.ready, r.lines, indexed=r.indexed, failed=r.failed)
+
+
 async def _run(settings: Settings, name: str, path: Path, options: IngestOptions) -> int:
     conf = settings.index(name)
     lines = validate(path, options)  # a bad line is reported before the model loads
-    bar = ProgressLine("indexed")
-
-    def show(r: IngestResult, force: bool = False) -> None:
-        bar.update(r.indexed + r.failed, r.lines, force=force, embedded=r.embedded,
-                   failed=r.failed)  # fmt: skip
-
     async with es_client(settings) as es, embedding_service(settings) as service:
+        progress = IngestProgress()  # created once the model is loaded: docs/s leaves it out
         target = resolve_index(conf, service.info.shape)
-        loader = Loader(es, service, target, options, on_progress=show)
+        loader = Loader(es, service, target, options, on_progress=progress.update)
         result = await loader.run(path, validated_lines=lines)
-    bar.finish(result.indexed + result.failed, result.lines, embedded=result.embedded,
-               failed=result.failed)  # fmt: skip
+    progress.finish(result)
     if result.failed:
         print(f"{result.failed:,} documents refused; first: {result.first_error}", file=sys.stderr)
         return 1

@@ -36,8 +36,8 @@ class ProgressLine:
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty()
         self._interval = 0.2 if self._tty else 5.0
-        self._started = time.monotonic()
-        self._last = 0.0
+        self._started = time.monotonic()  # so create it when the work starts, not before
+        self._last = float("-inf")  # the first update is always shown
         self._width = 0
 
     def update(self, done: int, total: int | None = None, *, force: bool = False,

@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     p.add_argument(
         "--inference-endpoint", metavar="URL",
-        help="register this sidecar (its base URL) as an openai-service inference endpoint",
+        help="register this sidecar (its base URL) as an openai-service inference endpoint; "
+        "it sends a key from server.api_keys or server.api_keys_file, so one must be set",
     )  # fmt: skip
     p.add_argument(
         "--print", action="store_true", dest="print_only",

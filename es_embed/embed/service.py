@@ -209,10 +209,9 @@ class EmbeddingService:
         input_type: InputType = "document",
         dims: int | None = None,
         instruction: str | None = None,
-        lane: Lane | None = None,
     ) -> Embeddings:
         dims = self.check_dims(dims)
-        lane = lane or ("query" if input_type == "query" else "bulk")
+        lane: Lane = "query" if input_type == "query" else "bulk"
         for i, text in enumerate(texts):
             if not text:
                 raise invalid(f"input[{i}] is empty; every input needs some text", f"input[{i}]")

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,12 @@ class Progress:
     failed: int = 0  # documents Elasticsearch or the model refused for good (logged)
     cleared: int = 0  # vectors removed because the text became empty
     total: int | None = None  # documents to check, when known (backfill)
-    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        """Documents finished, whatever the outcome; reading one is not finishing it (a page
+        is read long before its embedding ends), so progress and its ETA count these."""
+        return self.embedded + self.skipped + self.conflicts + self.failed + self.cleared
 
     def as_dict(self) -> dict[str, int | None]:
         return {

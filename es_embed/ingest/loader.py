@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,9 @@ from es_embed.indices.document import document_text, vector_doc
 from es_embed.indices.resolve import IndexTarget
 
 CHUNKS_IN_FLIGHT = 2
+# Texts per embedding request within a chunk: progress is reported as each one returns
+# (a 500-document chunk can take a minute on a CPU), while the batcher still sees them all.
+PROGRESS_SLICE = 64
 RETRIES_429 = 8
 
 
@@ -47,12 +49,12 @@ class IngestOptions:
 @dataclass
 class IngestResult:
     lines: int = 0  # documents in the file
+    ready: int = 0  # documents past the model (vector computed, or no text), written or not
     indexed: int = 0
     embedded: int = 0  # documents written with a vector (the rest had no text)
     failed: int = 0
     first_error: str | None = None
     retries: int = 0  # 429s waited out
-    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,8 @@ class Loader:
     async def _chunk(self, chunk: list[Line]) -> None:
         texts = [document_text(line.source, self._target.text_fields) for line in chunk]
         wanted = [i for i, t in enumerate(texts) if t]
-        vectors = await self._embed([texts[i] for i in wanted])
+        self.result.ready += len(chunk) - len(wanted)  # no text: nothing to wait for
+        vectors = await self._embed_reporting([texts[i] for i in wanted])
         docs = [dict(line.source) for line in chunk]
         for i, vector in zip(wanted, vectors, strict=True):
             t = self._target
@@ -189,6 +192,26 @@ class Loader:
             ops.append(({"index": meta}, doc, "_embed" in doc))
         await self._bulk(ops)
         self._on_progress(self.result)
+
+    async def _embed_reporting(self, texts: list[str]) -> list[Any]:
+        """Vectors in order, requested in slices submitted together, each reported when done."""
+
+        async def one(part: list[str]) -> Any:
+            vectors = await self._embed(part)
+            self.result.ready += len(part)
+            self._on_progress(self.result)
+            return vectors
+
+        step = PROGRESS_SLICE
+        tasks = [asyncio.create_task(one(texts[i : i + step])) for i in range(0, len(texts), step)]
+        try:
+            parts = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one slice failed (or we were cancelled): drop the others
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [vector for part in parts for vector in part]
 
     async def _embed(self, texts: list[str]) -> Any:
         backoff = Backoff(0.1, self._options.max_backoff)

@@ -17,7 +17,7 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
-from es_embed.config import IndexSettings, Settings
+from es_embed.config import ConfigError, IndexSettings, ServerSettings, Settings, api_keys
 from es_embed.embed.shape import ModelShape
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.follow.state import ensure_state_index
@@ -59,6 +59,33 @@ def _lookup(props: dict[str, Any], path: str) -> dict[str, Any] | None:
     return node if isinstance(node, dict) else None
 
 
+def inference_key(server: ServerSettings) -> str:
+    """The bearer key Elasticsearch will send to this sidecar: one the sidecar accepts.
+
+    The openai service requires an ``api_key``, and a made-up one would be refused by a
+    sidecar that checks keys, so without a configured key there is nothing to register.
+    """
+    keys = api_keys(server)
+    if not keys:
+        raise ConfigError(
+            "--inference-endpoint: the openai inference service needs an api_key, and this "
+            "sidecar accepts none; set server.api_keys or server.api_keys_file (the sidecar "
+            "then requires that key, and setup registers it with the endpoint)"
+        )
+    return sorted(keys)[0]  # any accepted key works; the first keeps re-runs identical
+
+
+def inference_body(model_id: str, url: str, dims: int, key: str) -> dict[str, Any]:
+    """The PUT body of an openai-service text_embedding endpoint pointing at this sidecar."""
+    full = url.rstrip("/")
+    if not full.endswith("/v1/embeddings"):
+        full += "/v1/embeddings"
+    return {
+        "service": "openai",
+        "service_settings": {"api_key": key, "model_id": model_id, "url": full, "dimensions": dims},
+    }
+
+
 async def node_modules(es: AsyncElasticsearch) -> set[str]:
     """Modules present on every node (a module only some nodes have cannot be relied on)."""
     resp = await es.nodes.info(metric="modules", filter_path="nodes.*.modules.name")
@@ -85,6 +112,8 @@ class Setup:
         self._modules: set[str] = set()
 
     async def run(self, names: list[str] | None = None) -> SetupReport:
+        if self._inference_url:
+            inference_key(self._settings.server)  # refused before anything is written
         self._modules = await node_modules(self._es)
         if self._pipeline:
             missing = [m for m in PIPELINE_MODULES if m not in self._modules]
@@ -305,17 +334,10 @@ class Setup:
 
     async def inference_endpoint(self, conf: IndexSettings, url: str) -> None:
         endpoint = templates.template_name(conf.name)
-        full = url.rstrip("/")
-        if not full.endswith("/v1/embeddings"):
-            full += "/v1/embeddings"
         dims = resolve_index(conf, self._model).dims
-        keys = sorted(self._settings.server.api_keys)
-        service_settings = {
-            "api_key": keys[0] if keys else "es-embed-no-key",  # the sidecar may not ask
-            "model_id": self._settings.model.model_id,
-            "url": full,
-            "dimensions": dims,
-        }
+        key = inference_key(self._settings.server)
+        body = inference_body(self._settings.model.model_id, url, dims, key)
+        full = body["service_settings"]["url"]
         path = f"/_inference/text_embedding/{endpoint}"
         headers = {"content-type": "application/json", "accept": "application/json"}
         try:
@@ -337,10 +359,7 @@ class Setup:
                 "inference_endpoint",
             )
         try:
-            await self._es.perform_request(
-                "PUT", path, headers=headers,
-                body={"service": "openai", "service_settings": service_settings},
-            )  # fmt: skip
+            await self._es.perform_request("PUT", path, headers=headers, body=body)
         except ApiError as exc:
             raise self._no_inference(exc) from None
         self._say(f"inference endpoint {endpoint}: created ({full}, {dims} dims)")

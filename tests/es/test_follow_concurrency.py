@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-from collections.abc import Sequence
 
-import numpy as np
 import pytest
 
-from es_embed.embed.protocol import Tokenized
 from tests.es.follow_support import all_current, all_docs, followed_index, running, wait_until
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, GatedEncoder
 
 pytestmark = pytest.mark.es
-
-
-class GatedEncoder(FakeEncoder):
-    """Blocks its first forward pass until the test has rewritten the documents."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        self.entered.set()
-        self.gate.wait(10)
-        return super().forward(batch)
 
 
 async def test_a_rewrite_during_embedding_wins_over_the_older_vector(es_url: str) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import pytest
+import yaml
 from elasticsearch import AsyncElasticsearch
 
+from es_embed.cli import setup as setup_cli
 from es_embed.config import settings_from_dict
 from es_embed.errors import EmbedError
 from es_embed.indices.document import content_hash
 from es_embed.provision.setup import Setup, node_modules
 from tests.es.follow_support import unique
+from tests.es.test_setup_indices import await_in_thread
 from tests.fakes import ANY_SHAPE
 
 pytestmark = pytest.mark.es
@@ -22,6 +28,7 @@ async def names_and_client(es_url: str):  # type: ignore[no-untyped-def]
     settings = settings_from_dict(
         {
             "model": {"name": "fake-encoder"},
+            "server": {"api_keys": ["sidecar-key"]},  # what the inference endpoint sends
             "indices": [{"name": name, "dims": 32, "text_fields": ["title", "body.text"]}],
             "follow": {"state_index": state},
         }
@@ -88,3 +95,35 @@ async def test_inference_endpoint_needs_a_cluster_that_has_the_inference_api(
         await Setup(es, settings, ANY_SHAPE, inference_url="http://127.0.0.1:8080").run()
     assert err.value.code == "inference_unavailable"
     assert "inference" in err.value.message
+
+
+async def test_inference_endpoint_without_a_key_is_refused_before_anything_is_written(
+    es_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, state = unique("infer"), unique("state")
+    config = tmp_path / "es-embed.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "elasticsearch": {"url": es_url},
+                "model": {"name": "fake-encoder"},
+                "follow": {"state_index": state},
+                "indices": [{"name": name, "dims": 48}],
+            }
+        )
+    )
+    args = argparse.Namespace(
+        config=str(config), index=None, pipeline=False,
+        inference_endpoint="http://127.0.0.1:8080", print_only=False,
+    )  # fmt: skip
+    assert await_in_thread(setup_cli.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --inference-endpoint:"), err
+    assert "server.api_keys" in err[0] and "server.api_keys_file" in err[0]
+    es = AsyncElasticsearch(es_url)
+    try:
+        assert not await es.indices.exists(index=name)
+        assert not await es.indices.exists(index=state)
+        assert not await es.cluster.exists_component_template(name=f"es-embed-{name}")
+    finally:
+        await es.close()

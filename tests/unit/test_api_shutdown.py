@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 
 import aiohttp
-import numpy as np
 from aiohttp.test_utils import TestServer
 
 from es_embed.api.app import create_app
-from es_embed.embed.protocol import Tokenized
 from tests.api_support import make_settings
-from tests.fakes import FakeEncoder
-
-
-class GatedEncoder(FakeEncoder):
-    """forward() signals that it started, then blocks until the test releases it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        self.started.set()
-        self.release.wait(30)
-        return super().forward(batch)
+from tests.fakes import GatedEncoder
 
 
 async def shutdown_during_request(
     drain_seconds: float, release_after: float | None
 ) -> tuple[int, dict]:
-    encoder = GatedEncoder()
+    encoder = GatedEncoder(timeout=30)
     server = TestServer(
         create_app(make_settings(server={"drain_seconds": drain_seconds}), encoder=encoder)
     )
@@ -43,17 +25,17 @@ async def shutdown_during_request(
             request = asyncio.create_task(
                 session.post(server.make_url("/v1/embeddings"), json={"input": "in flight"})
             )
-            await asyncio.to_thread(encoder.started.wait, 10)
+            await asyncio.to_thread(encoder.entered.wait, 10)
             closing = asyncio.create_task(server.close())
             if release_after is not None:
                 await asyncio.sleep(release_after)
-                encoder.release.set()
+                encoder.gate.set()
             resp = await request
             body = await resp.json()
             await closing
             return resp.status, body
     finally:
-        encoder.release.set()
+        encoder.gate.set()
         await server.close()
 
 

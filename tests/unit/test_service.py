@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import numpy as np
 import pytest
@@ -11,29 +10,13 @@ import pytest
 from es_embed.config import BatchSettings, ModelSettings
 from es_embed.embed.service import EmbeddingService, format_query, truncate_and_normalize
 from es_embed.errors import EmbedError, ErrorKind
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, GatedEncoder
 
 
 async def started(encoder: FakeEncoder, **batching: object) -> EmbeddingService:
     svc = EmbeddingService(encoder, BatchSettings(**batching), ModelSettings(name="fake"))  # type: ignore[arg-type]
     await svc.start()
     return svc
-
-
-class GatedEncoder(FakeEncoder):
-    """Blocks each forward pass until the test opens the gate, recording batch contents."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.seen: list[list[int]] = []
-
-    def forward(self, batch):  # type: ignore[no-untyped-def]
-        self.seen.append([len(t.ids) for t in batch])
-        self.entered.set()
-        self.gate.wait(10)
-        return super().forward(batch)
 
 
 def test_instruction_string_is_byte_exact() -> None:
