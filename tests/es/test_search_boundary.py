@@ -18,6 +18,7 @@ from es_embed.indices.resolve import text_only
 from es_embed.search.execute import Searcher
 from es_embed.search.spec import SearchSpec
 from tests.api_support import Client, api_client, error_of, make_settings
+from tests.es.search_support import text_and_vector
 
 pytestmark = pytest.mark.es
 
@@ -30,17 +31,7 @@ def indices(es: Elasticsearch, index_name: str) -> Iterator[tuple[str, str]]:
     """(searched, secrets): the configured index and one the sidecar can read but was not given
     (both deleted by ``index_name``)."""
     secrets = f"{index_name}-secrets"
-    es.indices.create(
-        index=index_name,
-        mappings={
-            "properties": {
-                "title": {"type": "text"},
-                "text": {"type": "text"},
-                "tags": {"type": "keyword"},
-                "embedding": {"type": "dense_vector", "dims": DIMS, "similarity": "cosine"},
-            }
-        },
-    )
+    es.indices.create(index=index_name, mappings=text_and_vector(DIMS, tags="keyword"))
     es.index(
         index=index_name,
         id="1",

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.api_support import make_settings
+from tests.es.search_support import text_and_vector
 from tests.fakes import FakeEncoder
 from tests.fuzz_support import AppRunner, bodies, check_answer, json_scalars, raw_values
 
@@ -45,18 +46,7 @@ dsl = st.recursive(
 
 @pytest.fixture
 def index(es: Elasticsearch, index_name: str) -> Iterator[str]:
-    es.indices.create(
-        index=index_name,
-        mappings={
-            "properties": {
-                "title": {"type": "text"},
-                "text": {"type": "text"},
-                "tags": {"type": "keyword"},
-                "n": {"type": "integer"},
-                "embedding": {"type": "dense_vector", "dims": DIMS, "similarity": "cosine"},
-            }
-        },
-    )
+    es.indices.create(index=index_name, mappings=text_and_vector(DIMS, tags="keyword", n="integer"))
     encoder = FakeEncoder(hidden_size=DIMS)
     titles = ["red fox", "lazy dog", "quick brown fox", "sleeping cat", "fox and hound"]
     vectors = encoder.forward(encoder.tokenize(titles))
