@@ -117,6 +117,12 @@ class ElasticsearchSettings:
     ssl_assert_fingerprint: str | None = setting(None, "SHA-256 fingerprint of the node's cert.")
     verify_certs: bool = setting(True, "Verify TLS certificates.")
     request_timeout: float = setting(30.0, "Seconds before an Elasticsearch request times out.")
+    search_api_key: str | None = setting(
+        None,
+        "API key /v1/search runs with (encoded form; `es-embed setup --search-key` makes one "
+        "that may only read the configured indices); none = the credentials above.",
+        secret=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,13 @@ class FollowSettings:
     page_size: int = setting(256, "Documents read and written per page.")
     state_index: str = setting("es-embed-state", "Index holding per-shard checkpoints.")
     max_backoff: float = setting(30.0, "Longest wait between retries while Elasticsearch is down.")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    allow_scripts: bool = setting(
+        False, "Let /v1/search filters run scripts (script, script_score, function_score)."
+    )
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,7 @@ class Settings:
     batching: BatchSettings = field(default_factory=BatchSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     follow: FollowSettings = field(default_factory=FollowSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     indices: tuple[IndexSettings, ...] = ()
 
     def index(self, name: str) -> IndexSettings:
@@ -166,6 +180,7 @@ _SECTIONS: dict[str, type] = {
     "batching": BatchSettings,
     "elasticsearch": ElasticsearchSettings,
     "follow": FollowSettings,
+    "search": SearchSettings,
 }
 
 
