@@ -35,8 +35,15 @@ ALLOWED: dict[str, set[str]] = {
     # setup creates the state index the follower owns
     "provision": {"config", "errors", "embed", "elastic", "indices", "follow"},
     "api": {
-        "config", "errors", "metrics", "strict_json",
-        "embed", "elastic", "indices", "follow", "search",
+        "config",
+        "errors",
+        "metrics",
+        "strict_json",
+        "embed",
+        "elastic",
+        "indices",
+        "follow",
+        "search",
     },  # fmt: skip
     "cli": {
         "config",
