@@ -142,6 +142,12 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class PassageSettings:
+    max_tokens: int = setting(256, "Most tokens of one passage, title and specials included.")
+    overlap_tokens: int = setting(32, "Tokens repeated from the passage before (<= max/2).")
+
+
+@dataclass(frozen=True)
 class IndexSettings:
     name: str = setting("", "Index, alias or data stream to keep filled.")
     text_fields: tuple[str, ...] = setting(("title", "text"), "Fields joined, in order, to embed.")
@@ -154,6 +160,9 @@ class IndexSettings:
         None, "hnsw, int8_hnsw, bbq_hnsw, flat, ... (default: the server's)."
     )
     analyzers: dict[str, str] = setting({}, "Analyzer per text field, e.g. {title: cjk}.")
+    passages: PassageSettings | None = setting(
+        None, "{max_tokens, overlap_tokens}: vectors per passage (nested); null: one per document."
+    )
 
 
 @dataclass(frozen=True)
@@ -293,9 +302,11 @@ def _coerce(value: Any, hint: Any, key: str, from_env: bool = False) -> Any:
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
         return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
+    if origin is dict or dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        if origin is not dict:  # a nested section, e.g. an index's passages
+            return _build(hint, value, key, {})
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
         if (

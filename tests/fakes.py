@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from es_embed.embed.protocol import ModelInfo, Tokenized
+from es_embed.embed.protocol import ModelInfo, Spans, Tokenized
 from es_embed.embed.shape import ModelShape
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -50,13 +50,22 @@ class FakeEncoder:
         return self._info
 
     def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
+        return [self.wrap(s.ids) for s in self.spans(texts)]
+
+    def spans(self, texts: Sequence[str]) -> list[Spans]:
+        """One token per word (``\\w+``), with its character offsets."""
         out = []
         for text in texts:
-            ids = [self._word_id(w) for w in WORD.findall(text.lower())] or [0]
-            ids.append(1)  # an end-of-text token, as Qwen3's tokenizer appends
-            cut = ids[: self._info.max_length]
-            out.append(Tokenized(ids=tuple(cut), original_length=len(ids)))
+            words = list(WORD.finditer(text))
+            ids = tuple(self._word_id(m.group().lower()) for m in words)
+            out.append(Spans(ids, tuple(m.span() for m in words)))
         return out
+
+    def wrap(self, ids: Sequence[int]) -> Tokenized:
+        full = [*ids] or [0]
+        full.append(1)  # an end-of-text token, as Qwen3's tokenizer appends
+        cut = full[: self._info.max_length]
+        return Tokenized(ids=tuple(cut), original_length=len(full))
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if self.failure is not None:

@@ -28,6 +28,7 @@ from es_embed.search.fusion import Hit
 from es_embed.search.spec import FUSIONS, MODES, SearchSpec, spec_from_json
 
 SNIPPET = 80
+PASSAGE_CHARS = 240
 
 
 def register(subparsers: Any) -> None:
@@ -50,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--filter", metavar="JSON", help="query DSL object applied to both legs")
     p.add_argument("--weights", metavar="bm25=W,knn=W", help="linear / sum weights")
     p.add_argument("--source", metavar="FIELDS", help="comma-separated fields, or 'false'")
+    p.add_argument(
+        "--passages", type=int, default=3, help="best passages per hit (passage indices)"
+    )
     p.add_argument("--server", metavar="URL", help="embed the query with this running sidecar")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the API's JSON answer")
@@ -82,6 +86,7 @@ def spec_from_args(args: argparse.Namespace, *, allow_scripts: bool = False) -> 
         "from": args.from_,
         "window": args.window,
         "rank_constant": args.rank_constant,
+        "passages": args.passages,
     }
     if args.num_candidates is not None:
         raw["num_candidates"] = args.num_candidates
@@ -222,6 +227,10 @@ def format_result(result: SearchResult, spec: SearchSpec, explain: bool = False)
         snippet = _snippet(hit.source)
         if snippet:
             lines.append(f"     {snippet}")
+        if hit.passages:  # the best passage: what answers, in a long document
+            best = hit.passages[0]
+            text = _short(best.text or "", PASSAGE_CHARS)
+            lines.append(f"     > [{best.start}:{best.end}] {best.score:.4g}  {text}")
         if explain:
             lines.extend(f"     {line}" for line in explain_hit(hit, spec))
     return "\n".join(lines)
@@ -268,5 +277,9 @@ def _snippet(source: Any) -> str:
     if not isinstance(source, dict):
         return ""
     parts = [str(v) for v in source.values() if isinstance(v, str) and v.strip()]
-    text = " | ".join(parts).replace("\n", " ")
-    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+    return _short(" | ".join(parts), SNIPPET)
+
+
+def _short(text: str, limit: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 
 from es_embed.config import ConfigError, ModelSettings
 from es_embed.embed.pooling import normalize, pool
-from es_embed.embed.protocol import ModelInfo, Tokenized
+from es_embed.embed.protocol import ModelInfo, Spans, Tokenized
 from es_embed.embed.shape import supports_matryoshka
 from es_embed.embed.st_config import PoolingSpec, local_dir, read_pooling_spec
 
@@ -85,14 +85,18 @@ class HFEncoder:
 
     def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
         encodings = self._tok.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [self.wrap(enc.ids) for enc in encodings]
+
+    def spans(self, texts: Sequence[str]) -> list[Spans]:
+        # encode_batch (not _fast): the fast path skips the offsets.
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        return [Spans(tuple(enc.ids), tuple((a, b) for a, b in enc.offsets)) for enc in encodings]
+
+    def wrap(self, ids: Sequence[int]) -> Tokenized:
         specials = len(self._prefix) + len(self._suffix)
         room = self._info.max_length - specials
-        out = []
-        for enc in encodings:
-            content = enc.ids
-            ids = (*self._prefix, *content[:room], *self._suffix)
-            out.append(Tokenized(ids=ids, original_length=len(content) + specials))
-        return out
+        wrapped = (*self._prefix, *ids[:room], *self._suffix)
+        return Tokenized(ids=wrapped, original_length=len(ids) + specials)
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:

@@ -33,7 +33,9 @@ class ModelInfo:
 
     @property
     def shape(self) -> ModelShape:
-        return ModelShape(self.model_id, self.hidden_size, self.matryoshka, self.matryoshka_dims)
+        return ModelShape(
+            self.model_id, self.hidden_size, self.matryoshka, self.matryoshka_dims, self.max_length
+        )
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,31 @@ class Tokenized:
         return self.original_length > len(self.ids)
 
 
+@dataclass(frozen=True)
+class Spans:
+    """A text's content tokens (no special tokens, nothing cut) and where each one sits:
+    ``offsets[i]`` is the character range ``[start, end)`` of ``ids[i]`` in the text."""
+
+    ids: tuple[int, ...]
+    offsets: tuple[tuple[int, int], ...]
+
+
 class Encoder(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
     def tokenize(self, texts: Sequence[str]) -> list[Tokenized]:
         """Thread-safe; called off the event loop, never on the model thread."""
+        ...
+
+    def spans(self, texts: Sequence[str]) -> list[Spans]:
+        """Thread-safe; the tokens of each text with their character offsets (passages are
+        cut from these, so their lengths are the model's own)."""
+        ...
+
+    def wrap(self, ids: Sequence[int]) -> Tokenized:
+        """Content ids (e.g. a slice of ``spans``) with the special tokens added, cut to
+        ``max_length`` as ``tokenize`` would cut the text."""
         ...
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:

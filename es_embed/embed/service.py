@@ -21,7 +21,7 @@ import numpy as np
 from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
 from es_embed.embed.batching import Item, Request, padded_cost
 from es_embed.embed.lanes import LANES, Lanes
-from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
+from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Spans, Tokenized
 from es_embed.errors import EmbedError, ErrorKind, invalid, unavailable
 from es_embed.metrics import SIZE_BUCKETS, Registry
 
@@ -210,20 +210,45 @@ class EmbeddingService:
         loop = asyncio.get_running_loop()
         tokens = await loop.run_in_executor(self._tokenizers[lane], self._encoder.tokenize, texts)
         truncated = self._check_lengths(tokens)
-        self._admit(lane, len(texts))  # again: the lane may have filled while we tokenised
-        request = Request(size=len(tokens), future=loop.create_future())
-        self._lanes.enqueue(lane, request, tokens)
-        try:
-            vectors = await request.future
-        except asyncio.CancelledError:
-            # The client went away: its queued inputs are dropped before the model sees them.
-            self._lanes.withdraw(lane, request)
-            raise
+        vectors = await self._run(lane, tokens)
         return Embeddings(
             truncate_and_normalize(vectors, dims),
             prompt_tokens=sum(len(t.ids) for t in tokens),
             truncated=truncated,
         )
+
+    async def spans(self, texts: Sequence[str]) -> list[Spans]:
+        """Each text's tokens and their character offsets (on the bulk lane's tokenizer)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizers["bulk"], self._encoder.spans, texts)
+
+    def wrap(self, ids: Sequence[int]) -> Tokenized:
+        """Content ids with the model's special tokens (thread-safe and cheap)."""
+        return self._encoder.wrap(ids)
+
+    async def embed_tokens(
+        self, tokens: Sequence[Tokenized], dims: int | None = None
+    ) -> np.ndarray:
+        """Document inputs already tokenised (passages cut from ``spans``), on the bulk lane."""
+        dims = self.check_dims(dims)
+        if not tokens:
+            return np.zeros((0, dims), np.float32)
+        self._admit("bulk", len(tokens))
+        self._check_lengths(list(tokens))
+        return truncate_and_normalize(await self._run("bulk", list(tokens)), dims)
+
+    async def _run(self, lane: Lane, tokens: list[Tokenized]) -> np.ndarray:
+        """Queue tokenised inputs on a lane; their raw vectors, in order."""
+        self._admit(lane, len(tokens))  # again: the lane may have filled while we tokenised
+        request = Request(size=len(tokens), future=asyncio.get_running_loop().create_future())
+        self._lanes.enqueue(lane, request, tokens)
+        try:
+            vectors: np.ndarray = await request.future
+        except asyncio.CancelledError:
+            # The client went away: its queued inputs are dropped before the model sees them.
+            self._lanes.withdraw(lane, request)
+            raise
+        return vectors
 
     def _admit(self, lane: Lane, n: int) -> None:
         if self._stopping:

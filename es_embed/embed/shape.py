@@ -35,6 +35,7 @@ class ModelShape:
     hidden_size: int  # full output width
     matryoshka: bool  # may vectors be truncated below hidden_size
     matryoshka_dims: tuple[int, ...] | None = None  # the only valid widths, when declared
+    max_length: int | None = None  # tokens per input; None when read without the tokenizer
 
 
 def supports_matryoshka(

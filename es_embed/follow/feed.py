@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
 from es_embed.elastic.retry import Backoff
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.follow.state import CheckpointStore
-from es_embed.indices.document import document_text, stored_hash, vector_doc
+from es_embed.indices.document import DocText, Embedded, stored_hash, vector_doc
+from es_embed.indices.embedding import embed_docs
 from es_embed.indices.resolve import IndexTarget
 
 log = logging.getLogger(__name__)
@@ -170,22 +170,22 @@ class ShardFeed:
     # ---- one page ---------------------------------------------------------------------
 
     async def _process(self, hits: Sequence[dict[str, Any]]) -> None:
-        todo: list[tuple[dict[str, Any], str, str]] = []  # (hit, text, hash)
-        current: list[tuple[dict[str, Any], str, str]] = []  # hash matches: skip if vector there
+        todo: list[tuple[dict[str, Any], DocText, str]] = []  # (hit, text, hash)
+        current: list[tuple[dict[str, Any], DocText, str]] = []  # hash matches: skip if vectors
         clear: list[dict[str, Any]] = []
         p = self.progress
         for hit in hits:
             p.checked += 1
             source = hit.get("_source") or {}
-            text = document_text(source, self.target.text_fields)
+            text = self.target.text(source)
             old = stored_hash(source)
-            if not text:
+            if not text.text:
                 if old is None:
                     p.skipped += 1
                 else:
                     clear.append(hit)  # text removed: its old vector must go too
                 continue
-            digest = self.target.hash(text)
+            digest = self.target.hash(text.text)
             (current if digest == old else todo).append((hit, text, digest))
         lost = await self._ids_without_vector([hit["_id"] for hit, _, _ in current])
         for entry in current:
@@ -204,7 +204,7 @@ class ShardFeed:
         p.embedded += written
         p.cleared += cleared
 
-    def _vector_doc(self, vector: np.ndarray | None, digest: str | None) -> dict[str, Any]:
+    def _vector_doc(self, vector: Embedded | None, digest: str | None) -> dict[str, Any]:
         t = self.target
         return vector_doc(t.vector_field, t.model, t.dims, vector, digest)
 
@@ -218,23 +218,24 @@ class ShardFeed:
         """
         if not ids:
             return set()
+        field = self.target.vector_field
+        has_vector: dict[str, Any] = {"exists": {"field": field}}
+        if self.target.passages is not None:  # exists does not look inside nested objects
+            has_vector = {
+                "nested": {"path": field, "query": {"exists": {"field": f"{field}.vector"}}}
+            }
         resp = await self._es.search(
             index=self.index,
             preference=f"_shards:{self.shard}",
-            query={
-                "bool": {
-                    "filter": [{"ids": {"values": ids}}],
-                    "must_not": [{"exists": {"field": self.target.vector_field}}],
-                }
-            },
+            query={"bool": {"filter": [{"ids": {"values": ids}}], "must_not": [has_vector]}},
             size=len(ids),
             source=False,
             track_total_hits=False,
         )
         return {hit["_id"] for hit in resp["hits"]["hits"]}
 
-    async def _embed(self, texts: list[str]) -> list[np.ndarray | None]:
-        """Vectors in order; None for an input the model refuses for good (logged)."""
+    async def _embed(self, texts: list[DocText]) -> list[Embedded | None]:
+        """Vectors (or passages) in order; None for a document the model refuses for good."""
         if not texts:
             return []
         try:
@@ -243,7 +244,7 @@ class ShardFeed:
             if exc.kind is not ErrorKind.INVALID_REQUEST or len(texts) == 1:
                 raise
         # One input is refused (e.g. too long under truncation=error): find it, keep the rest.
-        out: list[np.ndarray | None] = []
+        out: list[Embedded | None] = []
         for text in texts:
             try:
                 out.append((await self._embed_retrying([text]))[0])
@@ -255,10 +256,10 @@ class ShardFeed:
                 out.append(None)
         return out
 
-    async def _embed_retrying(self, texts: list[str]) -> np.ndarray:
+    async def _embed_retrying(self, texts: list[DocText]) -> list[Embedded]:
         while True:
             try:
-                return await self._service.embed_documents(texts, self.target.dims)
+                return await embed_docs(self._service, self.target, texts)
             except EmbedError as exc:
                 if exc.kind is not ErrorKind.OVERLOADED:
                     raise

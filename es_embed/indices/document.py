@@ -2,13 +2,17 @@
 vector, and the partial document that writes both back.
 
     hash = sha256_hex(f"{model}\\u001f{dims}\\u001f{text}")
+    hash = sha256_hex(f"{model}\\u001f{dims}\\u001fpassages {max} {overlap}\\u001f{text}")
 
-where ``text`` is the configured text fields joined in order with a newline. The hash is
-of the exact string the model sees (plus model and dimension), so "same hash" means
-"same vector": moving words between title and body without changing the joined text
-needs no new vector. It is one SHA-256 over one string on purpose: Painless can
-recompute it with ``String.sha256()``, so the optional ingest pipeline (see
-``pipeline.py``) can tell a stale vector from a fresh one with the same rule.
+(the second for an index embedded passage by passage, so changing ``max_tokens`` or
+``overlap_tokens`` re-embeds), where ``text`` is the configured text fields joined in order
+with a newline. The hash is of the exact string the model sees (plus model, dimension and
+passage settings), so "same hash" means "same vectors": moving words between title and
+body without changing the joined text needs no new vector (for passages, whose title is
+their context, such a move keeps the older context until the text itself changes).
+It is one SHA-256 over one string on purpose: Painless can recompute it with
+``String.sha256()``, so the optional ingest pipeline (see ``pipeline.py``) can tell a
+stale vector from a fresh one with the same rule.
 
 Field values: a string counts unless it is blank (every character <= U+0020, the rule of
 Java's ``String.trim()``, so Python and Painless agree); a list contributes
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +36,16 @@ SEPARATOR = "\u001f"  # unit separator: cannot be confused with text or a number
 FIELD_JOINER = "\n"
 
 
-def hash_prefix(model: str, dims: int) -> str:
-    return f"{model}{SEPARATOR}{dims}{SEPARATOR}"
+def hash_prefix(model: str, dims: int, passages: tuple[int, int] | None = None) -> str:
+    """What the hash covers besides the text; ``passages`` = (max_tokens, overlap_tokens)."""
+    prefix = f"{model}{SEPARATOR}{dims}{SEPARATOR}"
+    if passages is not None:
+        prefix += f"passages {passages[0]} {passages[1]}{SEPARATOR}"
+    return prefix
 
 
-def content_hash(model: str, dims: int, text: str) -> str:
-    return hashlib.sha256((hash_prefix(model, dims) + text).encode("utf-8")).hexdigest()
+def content_hash(model: str, dims: int, text: str, passages: tuple[int, int] | None = None) -> str:
+    return hashlib.sha256((hash_prefix(model, dims, passages) + text).encode("utf-8")).hexdigest()
 
 
 def field_value(source: Mapping[str, Any], path: str) -> Any:
@@ -69,6 +78,20 @@ def document_text(source: Mapping[str, Any], fields: Sequence[str]) -> str:
     for name in fields:
         parts.extend(_strings(field_value(source, name)))
     return FIELD_JOINER.join(parts)
+
+
+@dataclass(frozen=True)
+class DocText:
+    text: str  # the joined text fields: what is hashed, and embedded as one vector
+    body_start: int = 0  # where the text after the title (first field) starts; 0: no title
+
+
+def doc_text(source: Mapping[str, Any], fields: Sequence[str]) -> DocText:
+    """The joined text and where its title ends: passages carry the title as context."""
+    text = document_text(source, fields)
+    title = document_text(source, fields[:1])
+    has_body = bool(title) and len(text) > len(title)
+    return DocText(text, len(title) + len(FIELD_JOINER) if has_body else 0)
 
 
 def stored_hash(source: Mapping[str, Any]) -> str | None:
@@ -104,13 +127,34 @@ def nested(path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class Passage:
+    start: int  # characters [start, end) of the joined text
+    end: int
+    vector: np.ndarray
+
+
+Embedded = np.ndarray | Sequence[Passage]  # one vector, or a document's passages
+
+
+def _values(vector: np.ndarray) -> list[float]:
+    values: list[float] = np.round(vector.astype(np.float64), VECTOR_DECIMALS).tolist()
+    return values
+
+
 def vector_doc(
-    vector_field: str, model: str, dims: int, vector: np.ndarray | None, digest: str | None
+    vector_field: str, model: str, dims: int, vector: Embedded | None, digest: str | None
 ) -> dict[str, Any]:
-    """The partial document written back: the vector and its ``_embed`` record (or nulls)."""
+    """The partial document written back: the vector (or every passage: a list, which a
+    partial update replaces whole, so no passage of an older text survives) and its
+    ``_embed`` record; nulls to clear both."""
     if vector is None:
         return deep_merge(nested(vector_field, None), {"_embed": None})
-    values = np.round(vector.astype(np.float64), VECTOR_DECIMALS).tolist()
+    values: Any
+    if isinstance(vector, np.ndarray):
+        values = _values(vector)
+    else:
+        values = [{"vector": _values(p.vector), "start": p.start, "end": p.end} for p in vector]
     embed = {
         "hash": digest,
         "model": model,

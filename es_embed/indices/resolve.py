@@ -1,5 +1,6 @@
 """One configured index resolved against one model: the effective dims, similarity, text
-fields and vector field, decided once and used by setup, the follower, the loader and search.
+fields, vector field and passage settings, decided once and used by setup, the follower,
+the loader and search.
 
 ``IndexSettings.dims: 0`` means the model's width; anything smaller is Matryoshka truncation
 and needs a model trained for it (a plain model's truncated vectors lose most of their
@@ -8,12 +9,13 @@ quality without any error). The refusals name the index and the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from es_embed.config import ConfigError, IndexSettings
+from es_embed.config import ConfigError, IndexSettings, PassageSettings
 from es_embed.embed.shape import ModelShape
-from es_embed.indices.document import content_hash
+from es_embed.indices.document import DocText, content_hash, doc_text, hash_prefix
 
 MIN_DIMS = 32  # below this Matryoshka vectors are not worth an index
 
@@ -29,9 +31,22 @@ class IndexTarget:
     similarity: str
     model: str  # served model id, part of the hash
     conf: IndexSettings = field(repr=False, compare=False)
+    passages: PassageSettings | None = None  # None: one vector per document
+
+    @property
+    def _passage_key(self) -> tuple[int, int] | None:
+        p = self.passages
+        return None if p is None else (p.max_tokens, p.overlap_tokens)
+
+    @property
+    def hash_prefix(self) -> str:
+        return hash_prefix(self.model, self.dims, self._passage_key)
 
     def hash(self, text: str) -> str:
-        return content_hash(self.model, self.dims, text)
+        return content_hash(self.model, self.dims, text, self._passage_key)
+
+    def text(self, source: Mapping[str, Any]) -> DocText:
+        return doc_text(source, self.text_fields)
 
 
 def effective_dims(conf: IndexSettings, model: ModelShape) -> int:
@@ -58,6 +73,32 @@ def effective_dims(conf: IndexSettings, model: ModelShape) -> int:
     return dims
 
 
+MIN_PASSAGE_TOKENS = 16  # special tokens, a short title and a sentence
+
+
+def checked_passages(conf: IndexSettings, model: ModelShape) -> PassageSettings | None:
+    """The passage settings, once they are in bounds and fit the model's window (when the
+    shape knows it: ``setup`` reads no tokenizer)."""
+    p = conf.passages
+    if p is None:
+        return None
+    where = f"indices ({conf.name}).passages"
+    if p.max_tokens < MIN_PASSAGE_TOKENS:
+        raise ConfigError(f"{where}.max_tokens: at least {MIN_PASSAGE_TOKENS}, got {p.max_tokens}")
+    if model.max_length is not None and p.max_tokens > model.max_length:
+        raise ConfigError(
+            f"{where}.max_tokens: {p.max_tokens} is more than {model.model_id!r} reads at once "
+            f"({model.max_length} tokens, model.max_length); use at most {model.max_length}"
+        )
+    # As Elastic's chunking settings: more overlap than half a window repeats most tokens.
+    if not 0 <= p.overlap_tokens <= p.max_tokens // 2:
+        raise ConfigError(
+            f"{where}.overlap_tokens: expected 0..{p.max_tokens // 2} (half of max_tokens), "
+            f"got {p.overlap_tokens}"
+        )
+    return p
+
+
 def resolve_index(conf: IndexSettings, model: ModelShape) -> IndexTarget:
     return IndexTarget(
         name=conf.name,
@@ -67,6 +108,7 @@ def resolve_index(conf: IndexSettings, model: ModelShape) -> IndexTarget:
         similarity=conf.similarity,
         model=model.model_id,
         conf=conf,
+        passages=checked_passages(conf, model),
     )
 
 
@@ -84,4 +126,5 @@ def text_only(conf: IndexSettings, model_id: str) -> IndexTarget:
         similarity=conf.similarity,
         model=model_id,
         conf=conf,
+        passages=checked_passages(conf, ModelShape(model_id, 0, False)),
     )

@@ -27,7 +27,8 @@ from elasticsearch import ApiError, AsyncElasticsearch
 from es_embed.elastic.retry import Backoff
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind, invalid
-from es_embed.indices.document import document_text, vector_doc
+from es_embed.indices.document import DocText, vector_doc
+from es_embed.indices.embedding import embed_docs
 from es_embed.indices.resolve import IndexTarget
 
 CHUNKS_IN_FLIGHT = 2
@@ -35,6 +36,7 @@ CHUNKS_IN_FLIGHT = 2
 # (a 500-document chunk can take a minute on a CPU), while the batcher still sees them all.
 PROGRESS_SLICE = 64
 RETRIES_429 = 8
+PASSAGES_PER_DOC_ESTIMATE = 4
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ class Loader:
             return self.result
         in_flight: deque[asyncio.Task[None]] = deque()
         vector_bytes = self._target.dims * 12  # ~12 JSON characters per component
+        if self._target.passages is not None:
+            # A chunk's bytes are only a bound on the request size: assume a few passages.
+            vector_bytes *= PASSAGES_PER_DOC_ESTIMATE
         try:
             for chunk in chunks(read_lines(path, self._options), self._options, vector_bytes):
                 in_flight.append(asyncio.create_task(self._chunk(chunk)))
@@ -176,14 +181,15 @@ class Loader:
         return self.result
 
     async def _chunk(self, chunk: list[Line]) -> None:
-        texts = [document_text(line.source, self._target.text_fields) for line in chunk]
-        wanted = [i for i, t in enumerate(texts) if t]
+        texts = [self._target.text(line.source) for line in chunk]
+        wanted = [i for i, t in enumerate(texts) if t.text]
         self.result.ready += len(chunk) - len(wanted)  # no text: nothing to wait for
         vectors = await self._embed_reporting([texts[i] for i in wanted])
         docs = [dict(line.source) for line in chunk]
         for i, vector in zip(wanted, vectors, strict=True):
             t = self._target
-            docs[i].update(vector_doc(t.vector_field, t.model, t.dims, vector, t.hash(texts[i])))
+            digest = t.hash(texts[i].text)
+            docs[i].update(vector_doc(t.vector_field, t.model, t.dims, vector, digest))
         ops = []
         for line, doc in zip(chunk, docs, strict=True):
             meta: dict[str, Any] = {"_index": self._target.name}
@@ -193,10 +199,10 @@ class Loader:
         await self._bulk(ops)
         self._on_progress(self.result)
 
-    async def _embed_reporting(self, texts: list[str]) -> list[Any]:
+    async def _embed_reporting(self, texts: list[DocText]) -> list[Any]:
         """Vectors in order, requested in slices submitted together, each reported when done."""
 
-        async def one(part: list[str]) -> Any:
+        async def one(part: list[DocText]) -> Any:
             vectors = await self._embed(part)
             self.result.ready += len(part)
             self._on_progress(self.result)
@@ -213,11 +219,11 @@ class Loader:
             raise
         return [vector for part in parts for vector in part]
 
-    async def _embed(self, texts: list[str]) -> Any:
+    async def _embed(self, texts: list[DocText]) -> Any:
         backoff = Backoff(0.1, self._options.max_backoff)
         while True:
             try:
-                return await self._service.embed_documents(texts, self._target.dims)
+                return await embed_docs(self._service, self._target, texts)
             except EmbedError as exc:
                 if exc.kind not in (ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE):
                     raise

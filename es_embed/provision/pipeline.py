@@ -62,8 +62,15 @@ if (!current.equals(((Map) embed).get('hash'))) {
 
 
 def pipeline_body(
-    index: str, fields: tuple[str, ...], vector_field: str, model: str, dims: int
+    index: str,
+    fields: tuple[str, ...],
+    vector_field: str,
+    model: str,
+    dims: int,
+    passages: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
+    """``passages``: (max_tokens, overlap_tokens) of a passage index, part of its hash; the
+    whole nested field goes when the hash no longer matches."""
     return {
         "description": f"es-embed: drop the vector of {index} when its text no longer matches",
         "processors": [
@@ -74,7 +81,7 @@ def pipeline_body(
                     "params": {
                         "fields": list(fields),
                         "vector_field": vector_field,
-                        "prefix": hash_prefix(model, dims),
+                        "prefix": hash_prefix(model, dims, passages),
                         "joiner": FIELD_JOINER,
                     },
                 }

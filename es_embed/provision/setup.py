@@ -24,6 +24,7 @@ from es_embed.follow.state import ensure_state_index
 from es_embed.indices.resolve import IndexTarget, resolve_all, resolve_index
 from es_embed.provision import templates
 from es_embed.provision.pipeline import pipeline_body
+from es_embed.provision.vector_field import check_vector_field, conflict, lookup
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +40,11 @@ class SetupReport:
         return [*self.actions, *(f"note: {n}" for n in self.notes)]
 
 
-def conflict(message: str, param: str) -> EmbedError:
-    return EmbedError(ErrorKind.UNPROCESSABLE, message, param=param, code="mapping_conflict")
-
-
 def _subset(want: Any, have: Any) -> bool:
     """Every key/value of ``want`` is in ``have`` (what we would PUT is already there)."""
     if isinstance(want, dict):
         return isinstance(have, dict) and all(_subset(v, have.get(k)) for k, v in want.items())
     return bool(want == have)
-
-
-def _lookup(props: dict[str, Any], path: str) -> dict[str, Any] | None:
-    node: Any = {"properties": props}
-    for part in path.split("."):
-        node = (node.get("properties") or {}).get(part) if isinstance(node, dict) else None
-        if node is None:
-            return None
-    return node if isinstance(node, dict) else None
 
 
 def inference_key(server: ServerSettings) -> str:
@@ -151,7 +139,7 @@ class Setup:
         self.report.notes.extend(notes)
         pipeline = templates.template_name(conf.name) if self._pipeline else None
         if pipeline:
-            await self._put_pipeline(pipeline, conf, dims)
+            await self._put_pipeline(pipeline, target)
         component = templates.component_template(conf, dims, analyzers, pipeline)
         await self._put_template("component template", component, "_component_template")
         resolved: dict[str, Any] = {}
@@ -195,10 +183,10 @@ class Setup:
                               analyzers: dict[str, str]) -> None:  # fmt: skip
         resp = await self._es.indices.get_mapping(index=index)
         props = resp[index]["mappings"].get("properties", {})
-        self._check_vector(conf, index, dims, _lookup(props, conf.vector_field))
+        check_vector_field(conf, index, dims, lookup(props, conf.vector_field))
         wanted = dict(analyzers)
         for name, analyzer in analyzers.items():
-            existing = _lookup(props, name)
+            existing = lookup(props, name)
             if existing is not None:
                 wanted.pop(name)
                 if (
@@ -210,7 +198,7 @@ class Setup:
                         f"{existing.get('analyzer', 'standard')!r} (an analyzer cannot change "
                         f"in place; reindex to use {analyzer!r})"
                     )
-        base = templates.read_request(templates.COMPONENT_FILE).body
+        base = templates.read_request(templates.component_file(conf)).body
         desired = templates.properties(conf, dims, wanted, base)
         if _subset(desired, props):
             self._say(f"index {index}: mapping already in place")
@@ -224,36 +212,6 @@ class Setup:
                 f"indices ({conf.name})",
             ) from None
         self._say(f"index {index}: added the vector mapping ({conf.vector_field}, {dims} dims)")
-
-    @staticmethod
-    def _check_vector(conf: IndexSettings, index: str, dims: int,
-                      existing: dict[str, Any] | None) -> None:  # fmt: skip
-        if existing is None:
-            return
-        field_ = conf.vector_field
-        where = f"indices ({conf.name})"
-        if existing.get("type") != "dense_vector":
-            raise conflict(
-                f"index {index}: field {field_!r} exists as {existing.get('type')!r}, not "
-                "dense_vector; choose another vector_field or reindex",
-                f"{where}.vector_field",
-            )
-        have = existing.get("dims")
-        if have is not None and have != dims:
-            raise conflict(
-                f"index {index}: field {field_!r} has {have} dims but the configuration asks "
-                f"for {dims}; set dims: {have} for this index, or reindex into a new index "
-                "(dims cannot change in place)",
-                f"{where}.dims",
-            )
-        similarity = existing.get("similarity", "cosine")
-        if similarity != conf.similarity:
-            raise conflict(
-                f"index {index}: field {field_!r} uses similarity {similarity!r} but the "
-                f"configuration asks for {conf.similarity!r}; set similarity: {similarity} "
-                "for this index, or reindex into a new index",
-                f"{where}.similarity",
-            )
 
     async def _put_template(self, kind: str, req: templates.Request, prefix: str) -> None:
         name = req.path.rsplit("/", 1)[-1]
@@ -300,10 +258,15 @@ class Setup:
 
     # ---- pipeline and inference endpoint ----------------------------------------------
 
-    async def _put_pipeline(self, name: str, conf: IndexSettings, dims: int) -> None:
+    async def _put_pipeline(self, name: str, target: IndexTarget) -> None:
+        conf = target.conf
+        passages = None if target.passages is None else (
+            target.passages.max_tokens, target.passages.overlap_tokens
+        )  # fmt: skip
         body = pipeline_body(
-            conf.name, conf.text_fields, conf.vector_field, self._settings.model.model_id, dims
-        )
+            conf.name, conf.text_fields, conf.vector_field, self._settings.model.model_id,
+            target.dims, passages,
+        )  # fmt: skip
         try:
             current = (await self._es.ingest.get_pipeline(id=name)).get(name)
         except NotFoundError:

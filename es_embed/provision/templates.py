@@ -22,6 +22,7 @@ from es_embed.indices.document import deep_merge
 
 TEMPLATES = resources.files("es_embed.provision") / "templates"
 COMPONENT_FILE = "component-template.json"
+PASSAGES_COMPONENT_FILE = "component-template-passages.json"  # vector_field is nested
 INDEX_TEMPLATE_FILE = "index-template.json"
 # Analyzers built into the server; every other one (cjk, english, ...) is in analysis-common.
 SERVER_ANALYZERS = frozenset({"standard", "default"})
@@ -100,6 +101,21 @@ def effective_analyzers(
     return chosen, notes
 
 
+def component_file(conf: IndexSettings) -> str:
+    return COMPONENT_FILE if conf.passages is None else PASSAGES_COMPONENT_FILE
+
+
+def _vector_field(conf: IndexSettings, dims: int, base_props: dict[str, Any]) -> dict[str, Any]:
+    """The dense_vector, or for passages the nested field with one inside (``vector``)."""
+    if conf.passages is None:
+        base_vector = next(v for v in base_props.values() if v.get("type") == "dense_vector")
+        return vector_mapping(conf, dims, base_vector)
+    base_nested = copy.deepcopy(next(v for v in base_props.values() if v.get("type") == "nested"))
+    inner = base_nested["properties"]
+    inner["vector"] = vector_mapping(conf, dims, inner["vector"])
+    return base_nested
+
+
 def properties(
     conf: IndexSettings,
     dims: int,
@@ -108,14 +124,14 @@ def properties(
     *,
     include_text: bool = True,
 ) -> dict[str, Any]:
-    """Mapping properties for one index: the vector, ``_embed`` and (optionally) text fields."""
+    """Mapping properties for one index: the vector (or passages), ``_embed`` and
+    (optionally) text fields. ``base`` is the body of ``component_file(conf)``."""
     base_props = base["template"]["mappings"]["properties"]
-    base_vector = next(v for v in base_props.values() if v.get("type") == "dense_vector")
     props: dict[str, Any] = {}
     if include_text:
         for field, analyzer in analyzers.items():
             deep_merge(props, _nest(field, text_mapping(analyzer)))
-    deep_merge(props, _nest(conf.vector_field, vector_mapping(conf, dims, base_vector)))
+    deep_merge(props, _nest(conf.vector_field, _vector_field(conf, dims, base_props)))
     props["_embed"] = copy.deepcopy(base_props["_embed"])
     return props
 
@@ -127,7 +143,7 @@ def component_template(
     pipeline: str | None = None,
     directory: Traversable = TEMPLATES,
 ) -> Request:
-    base = read_request(COMPONENT_FILE, directory)
+    base = read_request(component_file(conf), directory)
     body = copy.deepcopy(base.body)
     body["template"]["mappings"]["properties"] = properties(conf, dims, analyzers, base.body)
     if pipeline:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from es_embed.indices.resolve import IndexTarget
+from es_embed.search.passages import PassageRead, inner_hits, knn_field, read_plan
 from es_embed.search.spec import MAX_NUM_CANDIDATES, SearchSpec, Source
 
 Body = dict[str, Any]
@@ -93,9 +94,11 @@ def knn_section(
     num_candidates: int | None = None,
     boost: float | None = None,
     name: str | None = None,
+    inner_hits: Body | None = None,
 ) -> Body:
     """The top-level ``knn`` search section; filters are pre-filters (applied during the
-    HNSW walk), so a filtered search still returns ``k`` hits when ``k`` exist."""
+    HNSW walk), so a filtered search still returns ``k`` hits when ``k`` exist. On a nested
+    field (passages) ``k`` counts documents, and ``inner_hits`` brings each one's best."""
     section: Body = {
         "field": field,
         "query_vector": [float(x) for x in vector],
@@ -104,6 +107,8 @@ def knn_section(
     }
     if filters:
         section["filter"] = [dict(f) for f in filters]
+    if inner_hits is not None:
+        section["inner_hits"] = inner_hits
     if boost is not None:
         section["boost"] = boost
     if name is not None:
@@ -138,9 +143,12 @@ def knn_body(
     filters: Sequence[Mapping[str, Any]] = (),
     num_candidates: int | None = None,
     source: Any = True,
+    inner_hits: Body | None = None,
 ) -> Body:
     return {
-        "knn": knn_section(vector, field, k, filters, num_candidates=num_candidates),
+        "knn": knn_section(
+            vector, field, k, filters, num_candidates=num_candidates, inner_hits=inner_hits
+        ),
         "size": size,
         "from": from_,
         "_source": source,
@@ -159,6 +167,7 @@ def sum_body(
     weights: Mapping[str, float],
     num_candidates: int | None = None,
     source: Any = True,
+    inner_hits: Body | None = None,
 ) -> Body:
     """One ``_search`` with ``query`` and ``knn``: Elasticsearch adds the boosted scores.
 
@@ -170,12 +179,13 @@ def sum_body(
         "query": bm25_query(text, conf.text_fields, filters, boost=weights["bm25"], name="bm25"),
         "knn": knn_section(
             vector,
-            conf.vector_field,
+            knn_field(conf),
             k,
             filters,
             num_candidates=num_candidates,
             boost=weights["knn"],
             name="knn",
+            inner_hits=inner_hits,
         ),
         "size": size,
         "from": from_,
@@ -200,8 +210,9 @@ def native_body(
 ) -> Body:
     """The ``rrf`` or ``linear`` retriever over the same two legs (licence permitting)."""
     standard = {"standard": {"query": bm25_query(text, conf.text_fields, filters)}}
+    # The retrievers take no inner_hits: on a passages index this finds documents only.
     knn = {"knn": knn_section(
-        vector, conf.vector_field, window, filters, num_candidates=num_candidates
+        vector, knn_field(conf), window, filters, num_candidates=num_candidates
     )}  # fmt: skip
     retriever: Body
     if kind == "rrf":
@@ -241,6 +252,7 @@ class Plan:
     requests: tuple[LegRequest, ...]
     fuse: bool  # True: the legs run in one _msearch and are fused client-side
     named_scores: bool = False  # sum: read per-leg scores from matched_queries
+    passages: PassageRead | None = None  # each hit's best passages come back as inner hits
 
 
 def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) -> Plan:
@@ -253,18 +265,23 @@ def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) ->
     if vector is None:
         raise ValueError(f"mode {spec.mode} needs a query vector")
     knn_args: dict[str, Any] = {"k": spec.window, "num_candidates": spec.num_candidates}
+    native = spec.mode == "hybrid" and spec.fusion.startswith("native_")
+    read: PassageRead | None = None
+    if not native:
+        common["source"], read = read_plan(conf, spec.passages, source)
+        knn_args["inner_hits"] = inner_hits(conf, spec.passages)
     if spec.mode == "knn":
-        body = knn_body(
-            vector, conf.vector_field, size=spec.k, from_=spec.from_, **knn_args, **common
-        )
-        return Plan(spec.index, (LegRequest("knn", body),), fuse=False)
+        body = knn_body(vector, knn_field(conf), size=spec.k, from_=spec.from_,
+                        **knn_args, **common)  # fmt: skip
+        return Plan(spec.index, (LegRequest("knn", body),), fuse=False, passages=read)
     if spec.fusion == "sum":
         body = sum_body(
             spec.query, vector, conf, size=spec.k, from_=spec.from_,
             weights=spec.weights, **knn_args, **common,
         )  # fmt: skip
-        return Plan(spec.index, (LegRequest("sum", body),), fuse=False, named_scores=True)
-    if spec.fusion in ("native_rrf", "native_linear"):
+        return Plan(spec.index, (LegRequest("sum", body),), fuse=False, named_scores=True,
+                    passages=read)  # fmt: skip
+    if native:
         body = native_body(
             spec.fusion.removeprefix("native_"), spec.query, vector, conf,
             window=spec.window, size=spec.k, from_=spec.from_, weights=spec.weights,
@@ -274,10 +291,10 @@ def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) ->
     legs = (
         LegRequest("bm25", bm25_body(spec.query, conf.text_fields, size=spec.window, **common)),
         LegRequest(
-            "knn", knn_body(vector, conf.vector_field, size=spec.window, **knn_args, **common)
+            "knn", knn_body(vector, knn_field(conf), size=spec.window, **knn_args, **common)
         ),
     )
-    return Plan(spec.index, legs, fuse=True)
+    return Plan(spec.index, legs, fuse=True, passages=read)
 
 
 def msearch_lines(p: Plan) -> list[Body]:

@@ -21,6 +21,13 @@ _VECTOR = "\x00query_vector\x00"
 
 def render(p: Plan, spec: SearchSpec) -> str:
     out = [f"# es-embed search {json.dumps(spec.query, ensure_ascii=False)}", *_explain(p, spec)]
+    if p.passages is not None:
+        f = p.passages.field
+        out.append(
+            f"# passages: kNN on the nested {f}.vector counts k in documents; inner_hits gives "
+            f"each hit's best {spec.passages}, whose text is characters [{f}.start, {f}.end) "
+            f"of {' + newline + '.join(p.passages.text_fields)} in _source."
+        )
     for leg in p.requests:
         out.append(f"# {leg.name}")
         params = "?include_named_queries_score=true" if p.named_scores else ""

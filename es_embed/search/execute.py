@@ -21,6 +21,7 @@ from es_embed.indices.resolve import IndexTarget
 from es_embed.search import fusion
 from es_embed.search.builders import Plan, msearch_lines, plan
 from es_embed.search.fusion import Hit, LegHit, LegScore
+from es_embed.search.passages import PassageRead, from_inner_hits, with_text
 from es_embed.search.refusal import error_from, foreign, reason, unreachable, withheld
 from es_embed.search.spec import SearchSpec
 
@@ -109,6 +110,12 @@ class Searcher:
         return SearchResult(hits, (time.perf_counter() - start) * 1000, embed_ms, p)
 
     async def run(self, p: Plan, spec: SearchSpec) -> list[Hit]:
+        hits = await self._hits(p, spec)
+        if p.passages is not None:
+            _cut_passages(hits, p.passages)
+        return hits
+
+    async def _hits(self, p: Plan, spec: SearchSpec) -> list[Hit]:
         if p.fuse:
             legs = await self._msearch(p, spec)
             if spec.fusion == "linear":
@@ -129,8 +136,8 @@ class Searcher:
             raise unreachable(exc) from None
         raw_hits = resp["hits"]["hits"]
         if leg.name in ("bm25", "knn"):
-            return fusion.single(leg.name, _leg_hits(raw_hits), offset=spec.from_)
-        return [_scored_hit(h, named=p.named_scores) for h in raw_hits]
+            return fusion.single(leg.name, _leg_hits(raw_hits, p.passages), offset=spec.from_)
+        return [_scored_hit(h, p) for h in raw_hits]
 
     async def _msearch(self, p: Plan, spec: SearchSpec) -> dict[str, list[LegHit]]:
         try:
@@ -144,7 +151,7 @@ class Searcher:
             if "error" in item:
                 status = item.get("status", 500)
                 raise await self._refusal(status, item["error"], leg.name, spec)
-            legs[leg.name] = _leg_hits(item["hits"]["hits"])
+            legs[leg.name] = _leg_hits(item["hits"]["hits"], p.passages)
         return legs
 
     async def _refusal(self, status: int, body: Any, leg: str, spec: SearchSpec) -> EmbedError:
@@ -210,17 +217,37 @@ async def native_unavailable(es: AsyncElasticsearch, index: str, kind: str) -> s
     return None
 
 
-def _leg_hits(raw_hits: list[dict[str, Any]]) -> list[LegHit]:
-    return [LegHit(h["_index"], h["_id"], float(h["_score"]), h.get("_source")) for h in raw_hits]
+def _leg_hits(raw_hits: list[dict[str, Any]], read: PassageRead | None) -> list[LegHit]:
+    return [
+        LegHit(
+            h["_index"], h["_id"], float(h["_score"]), h.get("_source"), _inner(h, read)
+        )  # fmt: skip
+        for h in raw_hits
+    ]
 
 
-def _scored_hit(raw: Mapping[str, Any], named: bool) -> Hit:
+def _inner(raw: Mapping[str, Any], read: PassageRead | None) -> Any:
+    """A hit's passages, or None where its search asked for none (so bm25 hits have none)."""
+    if read is None or "inner_hits" not in raw:
+        return None
+    return from_inner_hits(raw, read)
+
+
+def _scored_hit(raw: Mapping[str, Any], p: Plan) -> Hit:
     legs: dict[str, LegScore] = {}
-    if named:
+    if p.named_scores:
         # sum: one ranking, so legs have no rank; matched_queries holds each boosted part.
         for name, score in (raw.get("matched_queries") or {}).items():
             legs[name] = LegScore(None, float(score), float(score))
-    return Hit(raw["_index"], raw["_id"], float(raw["_score"]), raw.get("_source"), legs)
+    source = raw.get("_source")
+    return Hit(raw["_index"], raw["_id"], float(raw["_score"]), source, legs,
+               _inner(raw, p.passages))  # fmt: skip
+
+
+def _cut_passages(hits: list[Hit], read: PassageRead) -> None:
+    """Each hit's passages with their text; a hit that only BM25 found has none ([])."""
+    for hit in hits:
+        hit.passages, hit.source = with_text(hit.passages or (), hit.source, read)
 
 
 def _as_query_error(exc: EmbedError) -> EmbedError:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from es_embed.search.passages import PassageHit
+
 Key = tuple[str, str]  # (_index, _id): one alias may cover several indices
 
 
@@ -30,6 +32,7 @@ class LegHit:
     id: str
     score: float
     source: Any = None
+    passages: tuple[PassageHit, ...] | None = None  # the kNN leg of a passages index
 
     @property
     def key(self) -> Key:
@@ -50,9 +53,10 @@ class Hit:
     score: float
     source: Any
     legs: dict[str, LegScore] = field(default_factory=dict)
+    passages: Sequence[PassageHit] | None = None  # best first; None: the index has none
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "_index": self.index,
             "_id": self.id,
             "_score": self.score,
@@ -61,6 +65,9 @@ class Hit:
                 name: {"rank": leg.rank, "score": leg.score} for name, leg in self.legs.items()
             },
         }
+        if self.passages is not None:
+            out["passages"] = [p.to_json() for p in self.passages]
+        return out
 
 
 def _fuse(
@@ -79,6 +86,8 @@ def _fuse(
                 entry = fused[hit.key] = Hit(hit.index, hit.id, 0.0, hit.source)
             if name in entry.legs:
                 continue  # a leg lists a document once; ignore a duplicate defensively
+            if hit.passages is not None:  # only the kNN leg finds passages
+                entry.passages = hit.passages
             entry.score += part
             entry.legs[name] = LegScore(rank, hit.score, part)
     return sorted(fused.values(), key=lambda h: (-h.score, h.index, h.id))
@@ -112,7 +121,14 @@ def linear(
 def single(name: str, hits: Sequence[LegHit], offset: int = 0) -> list[Hit]:
     """One leg as the answer: its own order and scores, ranks counted from ``offset``."""
     return [
-        Hit(h.index, h.id, h.score, h.source, {name: LegScore(offset + i, h.score, h.score)})
+        Hit(
+            h.index,
+            h.id,
+            h.score,
+            h.source,
+            {name: LegScore(offset + i, h.score, h.score)},
+            h.passages,
+        )  # fmt: skip
         for i, h in enumerate(hits, start=1)
     ]
 

@@ -26,6 +26,8 @@ MAX_WINDOW = 10_000
 MAX_NUM_CANDIDATES = 10_000
 DEFAULT_WINDOW = 100
 DEFAULT_RANK_CONSTANT = 60
+DEFAULT_PASSAGES = 3
+MAX_PASSAGES = 100  # Elasticsearch's index.max_inner_result_window
 # Elasticsearch reads rank_constant as a Java int.
 MAX_RANK_CONSTANT = 2**31 - 1
 # Weights only matter relative to each other (linear) or to the other leg's scale (sum); a
@@ -47,6 +49,7 @@ class SearchSpec:
     window: int = DEFAULT_WINDOW  # hits per leg that are fused; pages come from inside it
     rank_constant: int = DEFAULT_RANK_CONSTANT
     num_candidates: int | None = None  # None: max(100, 2 * the knn leg's k)
+    passages: int = DEFAULT_PASSAGES  # best passages per hit, on an index with passages
 
     def __post_init__(self) -> None:
         _check_int(self.window, "window", 1, MAX_WINDOW)
@@ -61,6 +64,7 @@ class SearchSpec:
         _check_int(self.rank_constant, "rank_constant", 1, MAX_RANK_CONSTANT)
         if self.num_candidates is not None:
             _check_int(self.num_candidates, "num_candidates", self.window, MAX_NUM_CANDIDATES)
+        _check_int(self.passages, "passages", 0, MAX_PASSAGES)
 
     @property
     def needs_vector(self) -> bool:
@@ -74,7 +78,7 @@ class SearchSpec:
 
 _KNOWN = (
     "index", "query", "mode", "fusion", "k", "from", "filter", "weights", "source",
-    "window", "rank_constant", "num_candidates",
+    "window", "rank_constant", "num_candidates", "passages",
 )  # fmt: skip
 
 
@@ -113,6 +117,7 @@ def spec_from_json(raw: Any, *, allow_scripts: bool = False) -> SearchSpec:
         window=_int(raw.get("window", DEFAULT_WINDOW), "window"),
         rank_constant=_int(raw.get("rank_constant", DEFAULT_RANK_CONSTANT), "rank_constant"),
         num_candidates=None if num_candidates is None else _int(num_candidates, "num_candidates"),
+        passages=_int(raw.get("passages", DEFAULT_PASSAGES), "passages"),
     )
 
 
