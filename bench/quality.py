@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,11 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 
 from devtools.datasets import shared_data_dir  # noqa: E402
 from devtools.es_node import node_url  # noqa: E402
-from es_embed.config import BatchSettings, IndexSettings, ModelSettings  # noqa: E402
+from es_embed.config import BatchSettings, IndexSettings, ModelSettings, PassageSettings  # noqa: E402
 from es_embed.embed.protocol import Encoder  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 from es_embed.indices.resolve import resolve_index  # noqa: E402
 from es_embed.ingest.loader import IngestOptions, Loader  # noqa: E402
+from es_embed.provision import templates  # noqa: E402
 from es_embed.search.execute import Searcher, native_unavailable  # noqa: E402
 from es_embed.search.spec import SearchSpec  # noqa: E402
 
@@ -201,21 +203,26 @@ async def ensure_index(
     analyzer: str,
     index_options: str | None,
     reindex: bool,
+    passages: PassageSettings | None = None,
 ) -> float | None:
-    """Create and load the index unless it already holds this data; returns load seconds."""
+    """Create and load the index unless it already holds this data; returns load seconds.
+
+    ``passages``: embed passage by passage (``bench/passages.py``); the model's window
+    (``max_length``) and the passage settings are part of what must match to reuse it."""
     dims = service.info.hidden_size
-    digest = hashlib.sha256(
-        json.dumps([sorted(data.corpus), service.info.model_id, analyzer, index_options]).encode()
-    ).hexdigest()[:16]
+    shape = [sorted(data.corpus), service.info.model_id, analyzer, index_options]
+    if passages is not None or service.info.max_length != minilm_settings().max_length:
+        shape += [service.info.max_length, passages and dataclasses.astuple(passages)]
+    digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
     if not reindex and await es.indices.exists(index=name):
         meta = (await es.indices.get_mapping(index=name))[name]["mappings"].get("_meta", {})
         count = (await es.count(index=name))["count"]
         if meta.get("digest") == digest and count == len(data.corpus):
             return None
     await es.indices.delete(index=name, ignore_unavailable=True)
-    vector: dict[str, Any] = {"type": "dense_vector", "dims": dims, "similarity": "cosine"}
-    if index_options:
-        vector["index_options"] = {"type": index_options}
+    conf = IndexSettings(name=name, dims=dims, index_options=index_options, passages=passages)
+    base = templates.read_request(templates.component_file(conf)).body
+    vector = templates.properties(conf, dims, {}, base)["embedding"]
     await es.indices.create(
         index=name,
         settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"},
@@ -228,7 +235,7 @@ async def ensure_index(
             },
         },
     )
-    target = resolve_index(IndexSettings(name=name, dims=dims), service.info.shape)
+    target = resolve_index(conf, service.info.shape)
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.jsonl"

@@ -88,27 +88,29 @@ def _cut_at(text: str, offsets: Offsets, j: int, sentence: bool) -> bool:
     return any(test(text, c) for c in gap)
 
 
-def _end(text: str, offsets: Offsets, i: int, budget: int, floor: int) -> int:
-    """One past the last token of the window starting at token ``i``; past ``floor``."""
+def _end(text: str, offsets: Offsets, i: int, budget: int, floor: int) -> tuple[int, bool]:
+    """One past the last token of the window starting at token ``i`` (past ``floor``), and
+    whether it ends between words."""
     n = len(offsets)
     hard = i + budget
     if hard >= n:
-        return n
+        return n, True
     low = max(i + max(1, budget // 2), floor + 1)
     for j in range(hard, low - 1, -1):
         if _cut_at(text, offsets, j, sentence=True):
-            return j
+            return j, True
     for j in range(hard, max(i, floor), -1):
         if _cut_at(text, offsets, j, sentence=False):
-            return j
+            return j, True
     for j in range(hard, max(i, floor), -1):  # one word longer than the budget
         if _gap(offsets, j) is not None:
-            return j
-    return hard
+            return j, False
+    return hard, False
 
 
 def _next_start(text: str, offsets: Offsets, i: int, j: int, overlap: int) -> int:
     """Where the window after ``[i, j)`` starts: about ``overlap`` tokens before ``j``."""
+    overlap = min(overlap, (j - i) // 2)  # a short window (a sentence ended early) repeats less
     if overlap <= 0:
         return j
     target = max(i + 1, j - overlap)
@@ -143,7 +145,11 @@ def cut(text: str, offsets: Offsets, budget: int, overlap: int) -> list[Window]:
     windows: list[Window] = []
     i, floor = 0, 0
     while i < n:
-        j = _end(text, offsets, i, budget, floor)
+        j, clean = _end(text, offsets, i, budget, floor)
+        if not clean and i < floor:
+            # The overlap left no word end in reach: start where the last window ended.
+            i = floor
+            j, clean = _end(text, offsets, i, budget, floor)
         # Up to the next token, so a stop the tokenizer dropped stays with its sentence.
         start, end = _trimmed(text, offsets[i][0], offsets[j][0] if j < n else len(text))
         windows.append(Window(i, j, start, end))

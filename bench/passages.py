@@ -1,0 +1,219 @@
+"""Passages against truncation, on a BEIR dataset (issue 10's targets), in one run.
+
+    python bench/passages.py --dataset arguana                     # the README rows
+    python bench/passages.py --dataset arguana --max-queries 200 --max-docs 1500   # quick
+
+Three indices of the same documents, MiniLM-L6-v2 (all loaded with ``es-embed ingest``'s
+loader, so passages are cut and written as in production):
+
+1. ``window 128``: one vector per document, the model window cut to 128 tokens;
+2. ``passages 128/32``: passages of at most 128 tokens (title included), 32 overlapping;
+3. ``window 256``: one vector per document at the model's full 256 tokens.
+
+For each: kNN and hybrid (RRF) nDCG@10 and Recall@100 through ``Searcher`` (k = window
+= 100; on the passage index ``k`` counts documents), the "recovered" share (how much of
+what cutting the window to 128 loses, passages win back: (P - T128) / (T256 - T128));
+kNN latency p50/p95 (Elasticsearch and fusion only: each query's vector is computed once
+and reused, since embedding it costs the same for every index of one model); and bytes on
+disk per document (``_stats`` store size after a force-merge to one segment, over the
+top-level document count; nested passages are Lucene documents of their own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import AsyncElasticsearch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.quality import (  # noqa: E402
+    DATA_DIR,
+    DEPTH,
+    Dataset,
+    analyzer_for,
+    cached,
+    ensure_index,
+    load_model,
+    minilm_settings,
+    ndcg_at,
+    pct,
+    read_beir,
+    recall_at,
+    run_queries,
+    subset,
+)
+from devtools.es_node import node_url  # noqa: E402
+from es_embed.config import BatchSettings, IndexSettings, PassageSettings  # noqa: E402
+from es_embed.embed.service import EmbeddingService  # noqa: E402
+from es_embed.indices.resolve import resolve_index  # noqa: E402
+from es_embed.search.execute import Searcher  # noqa: E402
+from es_embed.search.spec import SearchSpec  # noqa: E402
+
+MODES = [("knn", "knn", "rrf"), ("hybrid rrf", "hybrid", "rrf")]
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    window: int  # the model's max_length
+    passages: PassageSettings | None = None
+
+
+def variants(max_tokens: int, overlap: int) -> list[Variant]:
+    return [
+        Variant(f"window {max_tokens}", max_tokens),
+        Variant(f"passages {max_tokens}/{overlap}", 256, PassageSettings(max_tokens, overlap)),
+        Variant("window 256", 256),
+    ]
+
+
+async def store_per_doc(es: AsyncElasticsearch, index: str) -> dict[str, float]:
+    stats = await es.indices.stats(index=index, metric="store,docs")
+    primaries = stats["indices"][index]["primaries"]
+    docs = (await es.count(index=index))["count"]
+    lucene = primaries["docs"]["count"]
+    return {
+        "bytes_per_doc": primaries["store"]["size_in_bytes"] / docs,
+        "passages_per_doc": (lucene - docs) / docs if lucene > docs else 1.0,
+    }
+
+
+async def knn_latency(searcher: Searcher, data: Dataset, index: str, n: int) -> list[float]:
+    times = []
+    for qid in list(data.queries)[:n]:
+        spec = SearchSpec(index=index, query=data.queries[qid], mode="knn", k=10)
+        result = await searcher.search(spec)
+        times.append(result.took_ms)
+    return times
+
+
+async def one_variant(
+    es: AsyncElasticsearch, v: Variant, data: Dataset, args: argparse.Namespace, analyzer: str
+) -> dict[str, Any]:
+    model = replace(minilm_settings(), max_length=v.window)
+    encoder = await asyncio.to_thread(load_model, model)
+    service = EmbeddingService(encoder, BatchSettings(), model)
+    await service.start()
+    index = f"es-embed-bench-{args.dataset}-{v.label.replace(' ', '-').replace('/', '-')}"
+    try:
+        print(f"{v.label}: loading {index}", file=sys.stderr)
+        load_s = await ensure_index(
+            es, service, data, index, analyzer, None, args.reindex, passages=v.passages
+        )
+        conf = IndexSettings(name=index, passages=v.passages)
+        searcher = Searcher(
+            es, cached(service.embed_query), [resolve_index(conf, service.info.shape)]
+        )
+        row: dict[str, Any] = {"variant": v.label, "index": index, "load_seconds": load_s}
+        for label, mode, fusion in MODES:
+            start = time.monotonic()
+            run = await run_queries(searcher, data, index, mode, fusion)
+            row[label] = {"ndcg@10": ndcg_at(run, data.qrels, 10),
+                          "recall@100": recall_at(run, data.qrels, DEPTH)}  # fmt: skip
+            print(f"  {label:<11} nDCG@10 {row[label]['ndcg@10']:.4f}  "
+                  f"({time.monotonic() - start:.0f} s)", file=sys.stderr)  # fmt: skip
+        # Latency after the quality pass: every query vector is cached by then.
+        await knn_latency(searcher, data, index, 5)  # warm-up
+        times = await knn_latency(searcher, data, index, args.latency_queries)
+        row["knn_ms"] = {"p50": pct(times, 50), "p95": pct(times, 95), "n": len(times)}
+        row["store"] = await store_per_doc(es, index)
+        return row
+    finally:
+        await service.stop()
+
+
+def recovered(rows: list[dict[str, Any]], mode: str) -> float:
+    cut, passages, full = (r[mode]["ndcg@10"] for r in rows)
+    lost = full - cut
+    return (passages - cut) / lost if lost > 0 else float("nan")
+
+
+async def study(args: argparse.Namespace) -> dict[str, Any]:
+    data = read_beir(args.data_dir / args.dataset, args.dataset)
+    data = subset(data, args.max_queries, args.max_docs, args.seed)
+    es = AsyncElasticsearch(args.es_url, request_timeout=300)
+    try:
+        analyzer = await analyzer_for(es, "en")
+        print(f"{args.dataset}: {len(data.corpus):,} documents, {len(data.queries):,} queries",
+              file=sys.stderr)  # fmt: skip
+        rows = [
+            await one_variant(es, v, data, args, analyzer)
+            for v in variants(args.max_tokens, args.overlap)
+        ]
+    finally:
+        await es.close()
+    return {
+        "dataset": args.dataset,
+        "documents": len(data.corpus),
+        "queries": len(data.queries),
+        "rows": rows,
+        "recovered": {mode: recovered(rows, mode) for mode, _, _ in MODES},
+        "knn_p50_ratio": rows[1]["knn_ms"]["p50"] / rows[2]["knn_ms"]["p50"],
+        "storage_ratio": rows[1]["store"]["bytes_per_doc"] / rows[2]["store"]["bytes_per_doc"],
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries; "
+        "MiniLM-L6-v2",
+        "",
+        "| index | kNN nDCG@10 | kNN R@100 | hybrid nDCG@10 | hybrid R@100 | kNN p50 ms "
+        "| bytes/doc | passages/doc |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report["rows"]:
+        k, h, s = r["knn"], r["hybrid rrf"], r["store"]
+        lines.append(
+            f"| {r['variant']} | {k['ndcg@10']:.4f} | {k['recall@100']:.4f} | "
+            f"{h['ndcg@10']:.4f} | {h['recall@100']:.4f} | {r['knn_ms']['p50']:.1f} | "
+            f"{s['bytes_per_doc']:,.0f} | {s['passages_per_doc']:.2f} |"
+        )
+    rec = report["recovered"]
+    lines += [
+        "",
+        f"Recovered of what the 128-token window loses: kNN {rec['knn']:.0%}, "
+        f"hybrid {rec['hybrid rrf']:.0%} (target: at least 50%).",
+        f"Passage kNN p50 over one-vector (256) kNN p50: {report['knn_p50_ratio']:.2f}x "
+        "(target: at most 1.5x).",
+        f"Bytes per document, passages over one vector: {report['storage_ratio']:.2f}x.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", default="arguana")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    p.add_argument("--es-url", default=os.environ.get("ES_URL"))
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--overlap", type=int, default=32)
+    p.add_argument("--max-queries", type=int)
+    p.add_argument("--max-docs", type=int)
+    p.add_argument("--latency-queries", type=int, default=100)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--reindex", action="store_true")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    with node_url(args.es_url) as args.es_url:
+        report = asyncio.run(study(args))
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
