@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,8 +125,9 @@ def test_tokens_sharing_one_character_are_never_cut_apart() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    words=st.lists(st.text(alphabet="abcXYZ日本", min_size=1, max_size=6), min_size=1,
-                   max_size=60),  # fmt: skip
+    words=st.lists(
+        st.text(alphabet="abcXYZ日本", min_size=1, max_size=6), min_size=1, max_size=60
+    ),  # fmt: skip
     stops=st.lists(st.sampled_from([" ", " ", ". ", "! ", "\n", "。"]), min_size=60, max_size=60),
     budget=st.integers(8, 30),
     data=st.data(),
