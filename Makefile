@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The wheel smoke's own environment: es-embed installed from its wheel, never editable.
 WHEEL_VENV ?= .venv-wheel
+WHEEL_SMOKE := HF_HUB_OFFLINE=1 $(PY) -m devtools.wheel_smoke --venv $(WHEEL_VENV)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +20,10 @@ demo: $(VENV)/.installed
 # The suite, then the installed wheel end to end (devtools/wheel_smoke.py says what it checks).
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
-	@$(MAKE) --no-print-directory wheel-smoke
+	$(WHEEL_SMOKE)
 
 wheel-smoke: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m devtools.wheel_smoke --venv $(WHEEL_VENV)
+	$(WHEEL_SMOKE)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
