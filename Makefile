@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m devtools.demo
 
-# The suite, then the installed wheel end to end (devtools/wheel_smoke.py says what it checks).
+# The installed wheel end to end (devtools/wheel_smoke.py says what it checks), then the
+# suite, whose summary line stays the last thing printed.
 test: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
 	$(WHEEL_SMOKE)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 wheel-smoke: $(VENV)/.installed
 	$(WHEEL_SMOKE)
