@@ -347,7 +347,7 @@ def api_keys(s: ServerSettings) -> frozenset[str]:
         try:
             lines = read_text_file(s.api_keys_file).splitlines()
         except ValueError as exc:
-            where = f"server.api_keys_file: cannot read {s.api_keys_file}"
+            where = f"server.api_keys_file: cannot read {s.api_keys_file!r}"
             raise ConfigError(f"{where}: {exc}") from None
         keys.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
     return frozenset(keys)

@@ -28,28 +28,30 @@ INF = math.inf
 MAX_TEXT_FILE = 8 * 2**20  # bytes; settings and key files are a few KiB
 EMBED_FIELD = "_embed"  # where the follower keeps each vector's hash, model and time
 
+# Ranges. Counts and sizes: > 0. Waits: > 0 and at most a week. Optional waits (0 = none):
+# >= 0 and at most a week (the _ms ones in milliseconds).
+COUNTS = (
+    "server.max_body_bytes server.max_inputs model.max_length batching.max_batch_tokens "
+    "batching.max_batch_size batching.query_queue batching.bulk_queue"
+).split()
+WAITS = (
+    "batching.probe_interval_seconds elasticsearch.request_timeout follow.poll_interval "
+    "follow.max_backoff follow.give_up_seconds"
+).split()
+OPTIONAL_WAITS = (
+    "server.drain_seconds batching.retry_after_seconds batching.interactive_window_seconds"
+).split()
+OPTIONAL_WAITS_MS = (
+    "batching.interactive_bulk_ms batching.query_anticipation_ms batching.bulk_max_hold_ms"
+).split()
 # setting -> (may it be 0?, largest allowed)
 BOUNDS: dict[str, tuple[bool, float]] = {
     "server.port": (False, 65535),
-    "server.max_body_bytes": (False, INF),
-    "server.max_inputs": (False, INF),
-    "server.drain_seconds": (True, WEEK),
-    "model.max_length": (False, INF),
-    "batching.max_batch_tokens": (False, INF),
-    "batching.max_batch_size": (False, INF),
-    "batching.query_queue": (False, INF),
-    "batching.bulk_queue": (False, INF),
-    "batching.retry_after_seconds": (True, WEEK),
-    "batching.interactive_bulk_ms": (True, WEEK * 1000),
-    "batching.interactive_window_seconds": (True, WEEK),
-    "batching.query_anticipation_ms": (True, WEEK * 1000),
-    "batching.bulk_max_hold_ms": (True, WEEK * 1000),
-    "batching.probe_interval_seconds": (False, WEEK),
-    "elasticsearch.request_timeout": (False, WEEK),
-    "follow.poll_interval": (False, WEEK),
     "follow.page_size": (False, MAX_PAGE_SIZE),
-    "follow.max_backoff": (False, WEEK),
-    "follow.give_up_seconds": (False, WEEK),
+    **dict.fromkeys(COUNTS, (False, INF)),
+    **dict.fromkeys(WAITS, (False, WEEK)),
+    **dict.fromkeys(OPTIONAL_WAITS, (True, WEEK)),
+    **dict.fromkeys(OPTIONAL_WAITS_MS, (True, WEEK * 1000)),
 }
 WHY_BOUND = {"follow.page_size": " (Elasticsearch's default index.max_result_window)"}
 
@@ -79,7 +81,7 @@ def _number_problems(s: Settings) -> Iterator[str]:
         if value < 0 or (value == 0 and not zero_ok):
             yield f"{key}: must be {'at least' if zero_ok else 'greater than'} 0, got {value}"
         elif value > most:
-            yield f"{key}: must be at most {most:g}{WHY_BOUND.get(key, '')}, got {value}"
+            yield f"{key}: must be at most {most:.0f}{WHY_BOUND.get(key, '')}, got {value}"
 
 
 def _index_problems(conf: IndexSettings, i: int, state_index: str) -> Iterator[str]:
@@ -191,9 +193,9 @@ def redact_url(url: str) -> str:
 
 def file_problem(path: str) -> str | None:
     if not os.path.isfile(path):
-        return f"{path}: no such file"
+        return f"{path!r}: no such file"
     if not os.access(path, os.R_OK):
-        return f"{path}: not readable by this user"
+        return f"{path!r}: not readable by this user"
     return None
 
 

@@ -49,7 +49,7 @@ def build_client(s: ElasticsearchSettings) -> AsyncElasticsearch:
     try:
         return AsyncElasticsearch(**client_kwargs(s))
     except ssl.SSLError as exc:  # the TLS context is built here: a file that is not a PEM
-        raise ConfigError(f"elasticsearch.ca_certs: {s.ca_certs}: {exc.reason or exc}") from None
+        raise ConfigError(f"elasticsearch.ca_certs: {s.ca_certs!r}: {exc.reason or exc}") from None
     except ValueError as exc:  # what the client refuses that our checks let through
         raise ConfigError(f"elasticsearch: {exc}") from None
 

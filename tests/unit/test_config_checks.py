@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from es_embed import cli
-from es_embed.config import ConfigError, load_settings, settings_from_dict
-from es_embed.config_checks import redact_url, split_urls, url_problem
+from es_embed.config import _SECTIONS, ConfigError, describe, load_settings, settings_from_dict
+from es_embed.config_checks import BOUNDS, redact_url, split_urls, url_problem
 from es_embed.elastic.client import build_client, client_kwargs
 
 
@@ -122,6 +122,17 @@ ACCEPTED: list[dict[str, Any]] = [
 ]
 
 
+def test_every_numeric_setting_has_a_range() -> None:
+    # A new number without a range would take 0, -1 or 1e300 silently: decide its range.
+    numeric = {
+        f"{section}.{name}"
+        for section, cls in _SECTIONS.items()
+        for name, default, _ in describe(cls)
+        if isinstance(default, int | float) and not isinstance(default, bool)
+    }
+    assert numeric == set(BOUNDS)
+
+
 @pytest.mark.parametrize("raw", ACCEPTED, ids=[repr(r)[:60] for r in ACCEPTED])
 def test_accepted(raw: dict[str, Any]) -> None:
     settings_from_dict(raw)
@@ -152,7 +163,7 @@ def test_a_ca_file_that_is_not_a_certificate_is_a_config_error(tmp_path: Path) -
     settings = settings_from_dict(
         {"elasticsearch": {"url": "https://es:9200", "ca_certs": str(ca)}}
     )
-    with pytest.raises(ConfigError, match=f"^elasticsearch.ca_certs: {ca}"):
+    with pytest.raises(ConfigError, match=f"^elasticsearch.ca_certs: '{ca}'"):
         asyncio.run(_build_and_close(settings))
 
 

@@ -18,17 +18,8 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from es_embed import cli
-from es_embed.config import (
-    _SECTIONS,
-    ENV_PREFIX,
-    ConfigError,
-    IndexSettings,
-    Settings,
-    describe,
-    load_settings,
-    settings_from_dict,
-)
+from es_embed import cli, config
+from es_embed.config import ConfigError, Settings, load_settings, settings_from_dict
 
 FUZZ = settings(
     max_examples=200,
@@ -65,8 +56,10 @@ VALID: dict[str, Any] = {
     "follow": {"page_size": 100, "state_index": "state"},
     "indices": [{"name": "docs", "dims": 64, "text_fields": ["title", "text"]}],
 }
-SECTION_KEYS = {name: [n for n, _, _ in describe(cls)] for name, cls in _SECTIONS.items()}
-INDEX_KEYS = [n for n, _, _ in describe(IndexSettings)]
+SECTION_KEYS = {
+    name: [n for n, _, _ in config.describe(cls)] for name, cls in config._SECTIONS.items()
+}
+INDEX_KEYS = [n for n, _, _ in config.describe(config.IndexSettings)]
 
 
 def assert_one_line_error(call: Any, *args: Any) -> Settings | None:
@@ -134,7 +127,7 @@ def test_any_structure_loads_or_names_one_setting(raw: dict[Any, Any]) -> None:
 
 
 ENV_KEYS = [
-    f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+    f"{config.ENV_PREFIX}{section.upper()}_{key.upper()}"
     for section, keys in SECTION_KEYS.items()
     for key in keys
 ]
@@ -192,5 +185,5 @@ def test_every_command_refuses_a_bad_config_in_one_line(raw: dict[str, Any], com
 
 @pytest.fixture(autouse=True)
 def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+    for key in [k for k in os.environ if k.startswith(config.ENV_PREFIX)]:
         monkeypatch.delenv(key)
