@@ -19,6 +19,7 @@ from es_embed.elastic.refusals import (
 )
 from es_embed.elastic.retry import is_transient
 from es_embed.errors import EmbedError, ErrorKind
+from es_embed.follow.state import ensure_state_index
 
 R, C, F = Verdict.RETRYABLE, Verdict.CONFLICT, Verdict.FINAL
 
@@ -158,3 +159,30 @@ def test_error_type_reads_the_body_and_is_empty_without_one() -> None:
     assert str(classify(403, "cluster_block_exception", "blocked")) == (
         "403 cluster_block_exception: blocked"
     )
+
+
+class RacingIndices:
+    """``indices`` of a client that loses the race to create an index (or fails otherwise)."""
+
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+        self.created = 0
+
+    async def exists(self, index: str) -> bool:
+        return False
+
+    async def create(self, index: str, **body: Any) -> None:
+        self.created += 1
+        raise self.error
+
+
+async def test_losing_the_race_to_create_the_state_index_is_read_from_the_error_type() -> None:
+    lost = RacingIndices(api_error(400, es_body("resource_already_exists_exception", 400)))
+    es: Any = type("Client", (), {"indices": lost})()
+    assert await ensure_state_index(es, "state") is False and lost.created == 1
+    # The same words in another error's message are not the same refusal.
+    other = api_error(400, es_body("illegal_argument_exception", 400,
+                                   reason="not a resource_already_exists_exception"))  # fmt: skip
+    es.indices = RacingIndices(other)
+    with pytest.raises(ApiError):
+        await ensure_state_index(es, "state")
