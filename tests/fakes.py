@@ -91,6 +91,23 @@ class FakeEncoder:
         return total
 
 
+class HeldEncoder(FakeEncoder):
+    """While ``hold`` is set, forward() signals ``entered`` and waits for ``release``: a test
+    can act (fail the model, block an index) while a batch is inside the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        if self.hold.is_set():
+            self.entered.set()
+            self.release.wait(20)
+        return super().forward(batch)
+
+
 # For setup tests that give every index explicit dims: a wide Matryoshka model accepts them.
 ANY_SHAPE = ModelShape("fake-encoder", 4096, matryoshka=True)
 
