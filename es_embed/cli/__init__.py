@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-COMMANDS = ("serve", "setup", "backfill", "ingest", "search")
+COMMANDS = ("serve", "setup", "backfill", "ingest", "search", "status")
 
 
 def _broken(name: str, exc: BaseException) -> Any:

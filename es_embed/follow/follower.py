@@ -24,7 +24,7 @@ from es_embed.config import FollowSettings, Settings
 from es_embed.elastic.retry import Backoff, is_transient
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow.feed import IndexGone, Progress, ShardFeed
-from es_embed.follow.state import CheckpointStore, ensure_state_index
+from es_embed.follow.state import CheckpointStore, count_failures
 from es_embed.indices.resolve import IndexTarget, resolve_all
 from es_embed.metrics import Registry
 
@@ -106,7 +106,24 @@ class Follower:
         self._m_lag = r.gauge(
             "es_embed_follow_lag_operations", "Operations between checkpoint and global checkpoint."
         )
+        self._m_failed = r.gauge(
+            "es_embed_follow_failed_documents",
+            "Documents on record as failed in the state index (listed by es-embed status).",
+        )
         self._reported = self.progress.as_dict()
+        self._failures_seen: tuple[int, int] | None = None  # (failed, recovered) last counted
+
+    async def _report_failures(self) -> None:
+        """Count the failure records again whenever this follower added or removed one."""
+        seen = (self.progress.failed, self.progress.recovered)
+        if seen == self._failures_seen:
+            return
+        try:
+            n = await count_failures(self._es, self._follow.state_index, [self.target.name])
+        except Exception:  # Elasticsearch away: keep the last value, count on a later poll
+            return
+        self._failures_seen = seen
+        self._m_failed.set(n, index=self.target.name)
 
     def _report(self) -> None:
         now = self.progress.as_dict()
@@ -161,10 +178,7 @@ class Follower:
     async def run(self) -> None:
         """Follow until stop(); Elasticsearch or model outages are waited out with backoff."""
         name = self.target.name
-        await self._retrying(
-            "creating the state index",
-            lambda: ensure_state_index(self._es, self._follow.state_index),
-        )
+        await self._retrying("creating the state index", self._store.ensure)
         log.info("following %s (%s, %d dims)", name, self.target.vector_field, self.target.dims)
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
         while not self._stopping.is_set():
@@ -178,6 +192,7 @@ class Follower:
             backoff.reset()
             await self._dispatch(positions)
             self._report()
+            await self._report_failures()
             await self._sleep(self._follow.poll_interval)
 
     async def _dispatch(self, positions: list[ShardPosition]) -> None:
@@ -245,10 +260,7 @@ class Follower:
 
     async def run_once_to_current(self) -> Progress:
         """Process every shard up to the global checkpoint current at the start, then return."""
-        await self._retrying(
-            "creating the state index",
-            lambda: ensure_state_index(self._es, self._follow.state_index),
-        )
+        await self._retrying("creating the state index", self._store.ensure)
         positions = await self._retrying(
             f"reading the shards of {self.target.name}",
             lambda: shard_positions(self._es, self.target.name),
