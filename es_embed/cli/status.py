@@ -17,7 +17,7 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.cli.runtime import es_client, run_command, settings_or_report
 from es_embed.config import ConfigError, Settings
 from es_embed.follow.follower import shard_positions
-from es_embed.follow.state import FailedDocument, iter_failures, read_checkpoints
+from es_embed.follow.state import FailedDocument, read_checkpoints, read_failures
 
 
 def register(subparsers: Any) -> None:
@@ -61,7 +61,7 @@ async def _run(settings: Settings, names: list[str] | None, as_json: bool) -> in
     state = settings.follow.state_index
     async with es_client(settings) as es:
         rows = [row for conf in confs for row in await shard_rows(es, state, conf.name)]
-        failed = [f async for f in iter_failures(es, state, [c.name for c in confs])]
+        failed = await read_failures(es, state, [c.name for c in confs])
     lines = [json.dumps(report(rows, failed), indent=2)] if as_json else render(rows, failed)
     print("\n".join(lines))
     return 0

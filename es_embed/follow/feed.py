@@ -302,10 +302,11 @@ class ShardFeed:
         is neither logged nor written again.
         """
         reason = reason[:MAX_REASON]
-        self.progress.failed += 1
         self._given_up.add((hit["_id"], int(hit["_seq_no"])))
         self._may_have_failures = True
-        if await self._store.record_failure(self.target.name, self.uuid, self.shard, hit, reason):
+        new = await self._store.record_failure(self.target.name, self.uuid, self.shard, hit, reason)
+        self.progress.failed += 1  # after the record: the follower's gauge counts records then
+        if new:
             log.error("%s: document %s is skipped and listed as failed (es-embed status): %s",
                       hit["_index"], hit["_id"], reason)  # fmt: skip
 

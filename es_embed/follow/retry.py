@@ -16,7 +16,7 @@ from es_embed.config import FollowSettings
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow.feed import Progress, ShardFeed
 from es_embed.follow.follower import shard_positions
-from es_embed.follow.state import CheckpointStore, FailedDocument, iter_failures
+from es_embed.follow.state import CheckpointStore, FailedDocument, read_failures
 from es_embed.indices.resolve import IndexTarget
 
 
@@ -30,7 +30,7 @@ async def retry_failed(
     store = CheckpointStore(es, follow.state_index)
     await store.ensure()
     shards: dict[tuple[str, str, int], list[FailedDocument]] = defaultdict(list)
-    async for record in iter_failures(es, follow.state_index, [target.name]):
+    for record in await read_failures(es, follow.state_index, [target.name]):
         shards[(record.index, record.uuid, record.shard)].append(record)
     progress.total = (progress.total or 0) + sum(map(len, shards.values()))
     live = {(p.index, p.uuid) for p in await shard_positions(es, target.name)}

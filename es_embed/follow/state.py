@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
+from elasticsearch.helpers import async_scan
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ class FailedDocument:
 
     @classmethod
     def from_source(cls, src: Mapping[str, Any]) -> FailedDocument:
-        return cls(**{k: src.get(k) for k in cls.__dataclass_fields__})
+        values: dict[str, Any] = {k: src.get(k) for k in cls.__dataclass_fields__}
+        return cls(**values)
 
 
 def failure_source(
@@ -198,28 +200,21 @@ def failures_query(**terms: Any) -> dict[str, Any]:
     return {"bool": {"filter": must}}
 
 
-# A state index from before failure records lacks these fields until a follower starts.
-_SORT = [{f: {"order": "asc", "unmapped_type": t}}
-         for f, t in (("failed_at", "date"), ("uuid", "keyword"), ("shard", "integer"),
-                      ("doc_id", "keyword"))]  # fmt: skip
+async def read_failures(
+    es: AsyncElasticsearch, state: str, names: Sequence[str]
+) -> list[FailedDocument]:
+    """The failed documents of these configured indices, oldest first.
 
-
-async def iter_failures(
-    es: AsyncElasticsearch, state: str, names: Sequence[str], page: int = 1000
-) -> AsyncIterator[FailedDocument]:
-    """The failed documents of these configured indices, oldest first."""
-    after: list[Any] | None = None
-    while True:
-        resp = await es.options(ignore_status=404).search(
-            index=state, query=failures_query(name=list(names)), sort=_SORT, size=page,
-            search_after=after, track_total_hits=False,
-        )  # fmt: skip
-        hits = (resp.get("hits") or {}).get("hits") or []
-        for hit in hits:
-            yield FailedDocument.from_source(hit["_source"])
-        if len(hits) < page:
-            return
-        after = hits[-1]["sort"]
+    A scroll, not sorted pages: it reads a consistent snapshot while followers delete
+    records, and sorting in Elasticsearch would need fields a loose state index lacks.
+    """
+    query = {"query": failures_query(name=list(names))}
+    try:
+        found = [FailedDocument.from_source(h["_source"])
+                 async for h in async_scan(es, query=query, index=state)]  # fmt: skip
+    except NotFoundError:  # no state index (yet): nothing failed
+        return []
+    return sorted(found, key=lambda f: (f.failed_at, f.index, f.doc_id))
 
 
 async def count_failures(es: AsyncElasticsearch, state: str, names: Sequence[str]) -> int:
