@@ -173,12 +173,15 @@ class Follower:
             progress=self.progress,
         )
 
+    async def _ensure_state(self) -> None:
+        await self._store.ensure([self.target.name])
+
     # ---- serve: forever -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Follow until stop(); Elasticsearch or model outages are waited out with backoff."""
         name = self.target.name
-        await self._retrying("creating the state index", self._store.ensure)
+        await self._retrying("creating the state index", self._ensure_state)
         log.info("following %s (%s, %d dims)", name, self.target.vector_field, self.target.dims)
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
         while not self._stopping.is_set():
@@ -260,7 +263,7 @@ class Follower:
 
     async def run_once_to_current(self) -> Progress:
         """Process every shard up to the global checkpoint current at the start, then return."""
-        await self._retrying("creating the state index", self._store.ensure)
+        await self._retrying("creating the state index", self._ensure_state)
         positions = await self._retrying(
             f"reading the shards of {self.target.name}",
             lambda: shard_positions(self._es, self.target.name),

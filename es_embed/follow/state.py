@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -236,11 +236,14 @@ class CheckpointStore:
         self._state_uuid: str | None = None  # of the state index we wrote it into
         self._repairing = asyncio.Lock()
 
-    async def ensure(self) -> None:
-        """At start: the state index exists, strict, with every field (see ensure_state_index)."""
+    async def ensure(self, names: Sequence[str] = ()) -> None:
+        """At start: the state index exists, strict, with every field (see ensure_state_index);
+        the failure records of ``names`` are held, to be written back if the index is lost."""
         await ensure_state_index(self._es, self._index)
         seen = await _describe(self._es, self._index)
         self._state_uuid = seen.uuid if seen else None
+        for f in await read_failures(self._es, self._index, names) if names else []:
+            self._written[failure_id(f.uuid, f.shard, f.doc_id)] = {"kind": FAILED, **asdict(f)}
 
     async def load(self, uuid: str, shard: int) -> int:
         try:

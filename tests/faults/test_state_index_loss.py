@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from elasticsearch import ApiError, AsyncElasticsearch
 
+from es_embed.follow.follower import Follower
 from es_embed.follow.state import PROPERTIES, state_id
 from tests.es.follow_support import (
     POISON,
@@ -75,32 +76,46 @@ async def auto_create_refused(es: AsyncElasticsearch, name: str) -> AsyncIterato
         await es.cluster.put_settings(persistent={"action.auto_create_index": None})
 
 
-@pytest.mark.parametrize("auto_create", [True, False], ids=["auto-create", "no-auto-create"])
+@pytest.mark.parametrize(
+    ("auto_create", "restart"),
+    [(True, False), (False, True)],
+    ids=["auto-create, records written by this follower", "no auto-create, read at start"],
+)
 async def test_a_state_index_deleted_while_running_comes_back_strict(
-    es_url: str, auto_create: bool
+    es_url: str, auto_create: bool, restart: bool
 ) -> None:
     async with followed_index(es_url, follow={"page_size": 4}) as env:
-        follower = env.follower()
         guard = contextlib.nullcontext() if auto_create else auto_create_refused(env.es, env.state)
-        async with guard, running(follower):
-            await env.es.bulk(operations=docs_ops(env.index, range(10)))
-            await put_raw(env.es, env.index, "poison", POISON)
-            await wait_until(lambda: only_poison_left(env), what="before the loss")
-
-            await env.es.indices.delete(index=env.state)
-            # The next checkpoint write finds it gone (or, by default, creates it loose).
-            await env.es.bulk(operations=docs_ops(env.index, range(10, 20)))
-            await wait_until(lambda: only_poison_left(env), what="after the loss")
-
-            async def checkpoint_stored() -> bool:
-                return (await stored_checkpoint(env)) == follower.checkpoints[(env.index, 0)]
-
-            await wait_until(checkpoint_stored, what="the checkpoint stored again")
+        async with guard:
+            first = env.follower()
+            async with running(first):
+                await env.es.bulk(operations=docs_ops(env.index, range(10)))
+                await put_raw(env.es, env.index, "poison", POISON)
+                await wait_until(lambda: only_poison_left(env), what="before the loss")
+                if not restart:
+                    await lose_the_state_index(env, first)
+            if restart:  # the follower meeting the loss did not record the poison document
+                second = env.follower()
+                async with running(second):
+                    await lose_the_state_index(env, second)
         mapping = await state_mapping(env)
         assert mapping["dynamic"] == "strict"
         assert mapping["properties"] == await _strict_properties(env)
         assert (await failures(env))["poison"].reason.startswith("title contains a lone surrogate")
         assert await unaccounted(env) == []
+
+
+async def lose_the_state_index(env: Env, follower: Follower) -> None:
+    async def checkpoint_stored() -> bool:
+        got = follower.checkpoints.get((env.index, 0))
+        return got is not None and (await stored_checkpoint(env)) == got
+
+    await wait_until(checkpoint_stored, what="the follower running")
+    await env.es.indices.delete(index=env.state)
+    # The next checkpoint write finds it gone (or, by default, creates it loose).
+    await env.es.bulk(operations=docs_ops(env.index, range(10, 20)))
+    await wait_until(lambda: only_poison_left(env), what="after the loss")
+    await wait_until(checkpoint_stored, what="the checkpoint stored again")
 
 
 async def _strict_properties(env: Env) -> dict[str, Any]:
