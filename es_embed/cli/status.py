@@ -14,31 +14,28 @@ from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 
-from es_embed.cli.runtime import es_client, run_command, settings_or_report
+from es_embed.cli.runtime import add_config_options, es_client, run_with_settings
 from es_embed.config import ConfigError, Settings
 from es_embed.follow.follower import shard_positions
 from es_embed.follow.state import FailedDocument, read_checkpoints, read_failures
 
+SUMMARY = "checkpoint and lag of every followed shard, and the failed documents"
+DESCRIPTION = (
+    "Print, per configured index and shard, the stored checkpoint and the lag behind the "
+    "global checkpoint, then the documents the follower could not embed (retry them with "
+    "`es-embed backfill --retry-failed`)."
+)
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "status",
-        help="checkpoint and lag of every followed shard, and the failed documents",
-        description="Print, per configured index and shard, the stored checkpoint and the lag "
-        "behind the global checkpoint, then the documents the follower could not embed "
-        "(retry them with `es-embed backfill --retry-failed`).",
-    )
-    p.add_argument("--config", metavar="FILE", help="YAML settings file")
-    p.add_argument("--index", action="append", metavar="NAME", help="only this index (repeat)")
+    p = subparsers.add_parser("status", help=SUMMARY, description=DESCRIPTION)
+    add_config_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object instead of tables")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = settings_or_report(args.config)
-    if settings is None:
-        return 2
-    return run_command(_run(settings, args.index, args.json), settings)
+    return run_with_settings(args, lambda settings: _run(settings, args.index, args.json))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import ApiError, AsyncElasticsearch
 
 from es_embed.config import BatchSettings, ModelSettings, Settings, settings_from_dict
 from es_embed.embed.service import EmbeddingService, truncate_and_normalize
@@ -174,6 +174,18 @@ def stale_documents(env: Env, docs: dict[str, dict[str, Any]]) -> list[str]:
 
 async def all_current(env: Env) -> bool:
     return not stale_documents(env, await all_docs(env.es, env.index))
+
+
+async def only_failed_left(env: Env, *ids: str) -> bool:
+    """Every document but ``ids`` has the vector of its current text, and those are listed as
+    failed. Not yet (rather than an error) while a state index just created has no shard."""
+    try:
+        stale = stale_documents(env, await all_docs(env.es, env.index))
+        return stale == sorted(ids) and set(ids) <= set(await failures(env))
+    except ApiError as exc:
+        if exc.meta.status != 503:
+            raise
+        return False
 
 
 async def failures(env: Env) -> dict[str, FailedDocument]:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ import yaml
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from es_embed.cli import backfill, status
-from es_embed.config import BatchSettings, Settings, settings_from_dict
-from es_embed.embed.service import EmbeddingService
+from es_embed.config import Settings, settings_from_dict
+from es_embed.embed.service import embedding_service
 from es_embed.provision.setup import Setup
 from tests.es.follow_support import POISON
 from tests.fakes import ANY_SHAPE, FakeEncoder
@@ -87,17 +86,10 @@ def case(
     c.write_config()
     asyncio.run(_setup(es_url, settings_from_dict(raw)))
 
-    @contextlib.asynccontextmanager
-    async def embedding_service(settings: Settings) -> AsyncIterator[EmbeddingService]:
-        encoder = FakeEncoder(max_length=c.max_length)
-        svc = EmbeddingService(encoder, BatchSettings(), settings.model)
-        await svc.start()
-        try:
-            yield svc
-        finally:
-            await svc.stop()
+    def fake_model(settings: Settings) -> Any:  # the configured model, played by the fake
+        return embedding_service(settings, FakeEncoder(max_length=c.max_length))
 
-    monkeypatch.setattr(backfill, "embedding_service", embedding_service)
+    monkeypatch.setattr(backfill, "embedding_service", fake_model)
     yield c
     es.options(ignore_status=404).indices.delete(index=f"{index},{state}")
     es.options(ignore_status=404).indices.delete_index_template(name=f"es-embed-{index}*")

@@ -18,6 +18,7 @@ from tests.es.follow_support import (
     all_docs,
     failures,
     followed_index,
+    only_failed_left,
     put_raw,
     running,
     stale_documents,
@@ -56,11 +57,6 @@ async def global_checkpoint(env: Env) -> int:
     return int(next(c["seq_no"]["global_checkpoint"] for c in copies if c["routing"]["primary"]))
 
 
-async def good_current_and_poison_listed(env: Env) -> bool:
-    stale = stale_documents(env, await all_docs(env.es, env.index))
-    return stale == ["poison"] and "poison" in await failures(env)
-
-
 def skipped_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if SKIPPED_LOG in r.getMessage()]
 
@@ -74,7 +70,7 @@ async def test_the_poison_document_is_listed_and_skipped_and_a_rewrite_clears_it
         follower = env.follower(registry)
         async with running(follower):
             seq_no = await write_poison_between_good(env)
-            await wait_until(lambda: good_current_and_poison_listed(env), what="poison listed")
+            await wait_until(lambda: only_failed_left(env, "poison"), what="poison listed")
             record = (await failures(env))["poison"]
             assert record.reason == (
                 "title contains a lone surrogate (\\ud800 at character 5), "
@@ -124,7 +120,7 @@ async def test_a_page_read_again_does_not_log_or_record_the_failure_again(
         first = env.follower()
         async with running(first):
             await write_poison_between_good(env)
-            await wait_until(lambda: good_current_and_poison_listed(env), what="poison listed")
+            await wait_until(lambda: only_failed_left(env, "poison"), what="poison listed")
         before = (await failures(env))["poison"]
         # As after a crash before the checkpoint was stored: every page is read again.
         uuid = (await env.es.indices.get(index=env.index))[env.index]["settings"]["index"]["uuid"]

@@ -9,22 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch
 
 from es_embed.follow.follower import Follower
 from es_embed.follow.state import PROPERTIES, state_id
-from tests.es.follow_support import (
-    POISON,
-    Env,
-    all_docs,
-    failures,
-    followed_index,
-    put_raw,
-    running,
-    stale_documents,
-    unaccounted,
-    wait_until,
-)
+from tests.es import follow_support as fs
+from tests.es.follow_support import Env
 
 pytestmark = pytest.mark.es
 
@@ -55,17 +45,6 @@ async def stored_checkpoint(env: Env) -> int | None:
     return doc["_source"]["checkpoint"] if doc.get("found") else None
 
 
-async def only_poison_left(env: Env) -> bool:
-    with contextlib.suppress(ApiError):  # 503 while a state index just created has no shard yet
-        return await _only_poison_left(env)
-    return False
-
-
-async def _only_poison_left(env: Env) -> bool:
-    stale = stale_documents(env, await all_docs(env.es, env.index))
-    return stale == ["poison"] and "poison" in await failures(env)
-
-
 @contextlib.asynccontextmanager
 async def auto_create_refused(es: AsyncElasticsearch, name: str) -> AsyncIterator[None]:
     """Elasticsearch refuses to create ``name`` on a write (other indices as before)."""
@@ -84,25 +63,29 @@ async def auto_create_refused(es: AsyncElasticsearch, name: str) -> AsyncIterato
 async def test_a_state_index_deleted_while_running_comes_back_strict(
     es_url: str, auto_create: bool, restart: bool
 ) -> None:
-    async with followed_index(es_url, follow={"page_size": 4}) as env:
+    async with fs.followed_index(es_url, follow={"page_size": 4}) as env:
         guard = contextlib.nullcontext() if auto_create else auto_create_refused(env.es, env.state)
         async with guard:
             first = env.follower()
-            async with running(first):
+            async with fs.running(first):
                 await env.es.bulk(operations=docs_ops(env.index, range(10)))
-                await put_raw(env.es, env.index, "poison", POISON)
-                await wait_until(lambda: only_poison_left(env), what="before the loss")
+                await fs.put_raw(env.es, env.index, "poison", fs.POISON)
+                await fs.wait_until(
+                    lambda: fs.only_failed_left(env, "poison"), what="before the loss"
+                )
                 if not restart:
                     await lose_the_state_index(env, first)
             if restart:  # the follower meeting the loss did not record the poison document
                 second = env.follower()
-                async with running(second):
+                async with fs.running(second):
                     await lose_the_state_index(env, second)
         mapping = await state_mapping(env)
         assert mapping["dynamic"] == "strict"
         assert mapping["properties"] == await _strict_properties(env)
-        assert (await failures(env))["poison"].reason.startswith("title contains a lone surrogate")
-        assert await unaccounted(env) == []
+        assert (await fs.failures(env))["poison"].reason.startswith(
+            "title contains a lone surrogate"
+        )
+        assert await fs.unaccounted(env) == []
 
 
 async def lose_the_state_index(env: Env, follower: Follower) -> None:
@@ -110,12 +93,12 @@ async def lose_the_state_index(env: Env, follower: Follower) -> None:
         got = follower.checkpoints.get((env.index, 0))
         return got is not None and (await stored_checkpoint(env)) == got
 
-    await wait_until(checkpoint_stored, what="the follower running")
+    await fs.wait_until(checkpoint_stored, what="the follower running")
     await env.es.indices.delete(index=env.state)
     # The next checkpoint write finds it gone (or, by default, creates it loose).
     await env.es.bulk(operations=docs_ops(env.index, range(10, 20)))
-    await wait_until(lambda: only_poison_left(env), what="after the loss")
-    await wait_until(checkpoint_stored, what="the checkpoint stored again")
+    await fs.wait_until(lambda: fs.only_failed_left(env, "poison"), what="after the loss")
+    await fs.wait_until(checkpoint_stored, what="the checkpoint stored again")
 
 
 async def _strict_properties(env: Env) -> dict[str, Any]:
@@ -133,7 +116,7 @@ async def _strict_properties(env: Env) -> dict[str, Any]:
 
 
 async def test_an_older_state_index_gains_the_failure_fields_at_start(es_url: str) -> None:
-    async with followed_index(es_url, follow={"page_size": 4}) as env:
+    async with fs.followed_index(es_url, follow={"page_size": 4}) as env:
         old_fields = ("name", "index", "uuid", "shard", "checkpoint", "updated_at")
         old = {k: v for k, v in PROPERTIES.items() if k in old_fields}
         await env.es.indices.delete(index=env.state)
@@ -141,20 +124,20 @@ async def test_an_older_state_index_gains_the_failure_fields_at_start(es_url: st
             index=env.state, mappings={"dynamic": "strict", "properties": old}
         )
         await env.es.bulk(operations=docs_ops(env.index, range(5)), refresh=True)
-        await put_raw(env.es, env.index, "poison", POISON)
-        async with running(env.follower()):
-            await wait_until(lambda: only_poison_left(env), what="poison recorded")
+        await fs.put_raw(env.es, env.index, "poison", fs.POISON)
+        async with fs.running(env.follower()):
+            await fs.wait_until(lambda: fs.only_failed_left(env, "poison"), what="poison recorded")
         mapping = await state_mapping(env)
         assert mapping["dynamic"] == "strict"
         assert set(mapping["properties"]) == set(PROPERTIES)
-        assert await unaccounted(env) == []
+        assert await fs.unaccounted(env) == []
 
 
 async def test_a_loose_state_index_is_rebuilt_strict_keeping_its_checkpoints(es_url: str) -> None:
-    async with followed_index(es_url) as env:
+    async with fs.followed_index(es_url) as env:
         await env.es.bulk(operations=docs_ops(env.index, range(5)), refresh=True)
-        async with running(env.follower()):
-            await wait_until(lambda: _all_current(env), what="first five")
+        async with fs.running(env.follower()):
+            await fs.wait_until(lambda: fs.all_current(env), what="first five")
         checkpoint = await stored_checkpoint(env)
         assert checkpoint is not None
         saved = (await env.es.get(index=env.state, id=state_id(await index_uuid(env), 0)))[
@@ -169,13 +152,9 @@ async def test_a_loose_state_index_is_rebuilt_strict_keeping_its_checkpoints(es_
         inputs = env.encoder.encoded_inputs
 
         second = env.follower()
-        async with running(second):
+        async with fs.running(second):
             await env.es.bulk(operations=docs_ops(env.index, range(5, 8)))
-            await wait_until(lambda: _all_current(env), what="three more")
+            await fs.wait_until(lambda: fs.all_current(env), what="three more")
         assert (await state_mapping(env))["dynamic"] == "strict"
         assert env.encoder.encoded_inputs == inputs + 3  # resumed from the kept checkpoint
         assert (await stored_checkpoint(env) or -1) > checkpoint
-
-
-async def _all_current(env: Env) -> bool:
-    return not stale_documents(env, await all_docs(env.es, env.index))
