@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ def report(rows: list[ShardRow], failed: list[FailedDocument]) -> dict[str, Any]
     }
 
 
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Left-aligned columns two spaces apart; the last column is never padded."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     return [
@@ -93,14 +94,12 @@ def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def render(rows: list[ShardRow], failed: list[FailedDocument]) -> list[str]:
-    lines = table(
-        ("INDEX", "SHARD", "CHECKPOINT", "LAG"),
-        [
-            (_where(r.name, r.index), str(r.shard), str(r.checkpoint), str(r.lag))
-            for r in rows
-            if r.index
-        ],
-    )
+    shards = [
+        (_where(r.name, r.index), str(r.shard), str(r.checkpoint), str(r.lag))
+        for r in rows
+        if r.index
+    ]
+    lines = table(("INDEX", "SHARD", "CHECKPOINT", "LAG"), shards) if shards else []
     lines += [f"{r.name}: no such index, alias or data stream (yet)" for r in rows if not r.index]
     if not failed:
         return [*lines, "", "no failed documents"]

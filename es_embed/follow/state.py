@@ -115,17 +115,19 @@ def failure_source(
 class _Seen:
     uuid: str
     strict: bool
+    fields: frozenset[str]
 
 
 async def _describe(es: AsyncElasticsearch, name: str) -> _Seen | None:
     resp = await es.options(ignore_status=404).indices.get(
-        index=name, filter_path=["*.settings.index.uuid", "*.mappings.dynamic"]
+        index=name, filter_path=["*.settings.index.uuid", "*.mappings"]
     )
     info = resp.get(name)
     if not isinstance(info, dict):
         return None
-    strict = info.get("mappings", {}).get("dynamic") == "strict"
-    return _Seen(info["settings"]["index"]["uuid"], strict)
+    mappings = info.get("mappings") or {}
+    fields = frozenset(mappings.get("properties") or {})
+    return _Seen(info["settings"]["index"]["uuid"], mappings.get("dynamic") == "strict", fields)
 
 
 async def _create(es: AsyncElasticsearch, name: str) -> bool:
@@ -149,11 +151,15 @@ async def _rebuild(es: AsyncElasticsearch, name: str) -> None:
     await _create(es, name)
     if hits:
         ops = [op for h in hits for op in ({"index": {"_id": h["_id"]}}, h["_source"])]
-        await es.bulk(index=name, operations=ops, refresh=True)
+        resp = await es.bulk(index=name, operations=ops, refresh=True)
+        refused = [i["index"]["_id"] for i in resp["items"] if i["index"].get("status", 500) >= 300]
+        if refused:  # e.g. a field this version does not know: the strict mapping refuses it
+            log.warning("state index %s: %d documents could not be carried over (first: %s)",
+                        name, len(refused), refused[0])  # fmt: skip
 
 
-async def _make_strict(es: AsyncElasticsearch, name: str) -> tuple[str, bool]:
-    """The state index exists with its strict mapping: (its uuid, whether this call created it)."""
+async def _make_strict(es: AsyncElasticsearch, name: str) -> tuple[_Seen, bool]:
+    """The state index exists with its strict mapping: (what it is, whether this call made it)."""
     created = False
     for _ in range(REPAIR_ATTEMPTS):
         seen = await _describe(es, name)
@@ -162,14 +168,17 @@ async def _make_strict(es: AsyncElasticsearch, name: str) -> tuple[str, bool]:
         elif not seen.strict:
             await _rebuild(es, name)
         else:
-            return seen.uuid, created
+            return seen, created
     raise RuntimeError(f"state index {name}: could not recreate it with its mapping")
 
 
 async def ensure_state_index(es: AsyncElasticsearch, name: str) -> bool:
-    """Create the state index when missing, else add any field it lacks; True when created."""
-    _, created = await _make_strict(es, name)
-    if not created:
+    """Create the state index when missing, else add any field it lacks; True when created.
+
+    The mapping is only put when a field is missing: it needs the ``manage`` privilege,
+    which a follower's credentials need not have once the index is up to date."""
+    seen, created = await _make_strict(es, name)
+    if set(PROPERTIES) - seen.fields:
         await es.indices.put_mapping(index=name, properties=PROPERTIES)
     return created
 
@@ -354,7 +363,8 @@ class CheckpointStore:
         """Make the state index strict again and, when it is not the one we wrote to, write
         back every document this store knows (its checkpoints and failure records)."""
         async with self._repairing:
-            uuid, _ = await _make_strict(self._es, self._index)
+            seen, _ = await _make_strict(self._es, self._index)
+            uuid = seen.uuid
             if uuid == self._state_uuid:
                 return  # repaired already (by us or another store), or a record deleted by others
             log.warning("state index %s was lost; recreated it and writing back %d records",

@@ -121,6 +121,11 @@ def test_status_table() -> None:
         "logs (logs-000002)  l-9     2025-01-02T03:04:06.000+00:00  the model refused it",
     ]
     assert render(ROWS[:1], [])[-2:] == ["", "no failed documents"]
+    assert render(ROWS[2:], []) == [
+        "later: no such index, alias or data stream (yet)",
+        "",
+        "no failed documents",
+    ]
 
 
 def test_status_json() -> None:
