@@ -177,20 +177,24 @@ async def all_current(env: Env) -> bool:
 
 
 async def only_failed_left(env: Env, *ids: str) -> bool:
-    """Every document but ``ids`` has the vector of its current text, and those are listed as
-    failed. Not yet (rather than an error) while a state index just created has no shard."""
-    try:
-        stale = stale_documents(env, await all_docs(env.es, env.index))
-        return stale == sorted(ids) and set(ids) <= set(await failures(env))
-    except ApiError as exc:
-        if exc.meta.status != 503:
-            raise
-        return False
+    """Every document but ``ids`` has the vector of its current text; those are listed failed."""
+    stale = stale_documents(env, await all_docs(env.es, env.index))
+    return stale == sorted(ids) and set(ids) <= set(await failures(env))
 
 
 async def failures(env: Env) -> dict[str, FailedDocument]:
-    """Document id -> its failure record (the state index is refreshed on every record)."""
-    return {f.doc_id: f for f in await read_failures(env.es, env.state, [env.index])}
+    """Document id -> its failure record (the state index is refreshed on every record).
+
+    Empty, not an error, while a state index being created has no shard yet (503): the
+    follower creates it while tests poll, and an empty answer only makes them wait longer.
+    """
+    try:
+        found = await read_failures(env.es, env.state, [env.index])
+    except ApiError as exc:
+        if exc.meta.status != 503:
+            raise
+        return {}
+    return {f.doc_id: f for f in found}
 
 
 async def unaccounted(env: Env) -> list[str]:
