@@ -25,7 +25,7 @@ from es_embed.config import FollowSettings, Settings
 from es_embed.elastic.retry import Backoff, is_transient
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow.feed import IndexGone, Progress, ShardFeed
-from es_embed.follow.state import CheckpointStore, ensure_state_index
+from es_embed.follow.state import CheckpointStore, count_failures
 from es_embed.indices.resolve import IndexTarget, resolve_all
 from es_embed.metrics import Registry
 
@@ -135,6 +135,25 @@ class Follower:
             "Operations between checkpoint and global checkpoint.",
             ("index", "shard"),
         )
+        self._m_failed = r.gauge(
+            "es_embed_follow_failed_documents",
+            "Documents on record as failed in the state index (listed by es-embed status).",
+            ("index",),
+            known=[(self.target.name,)],
+        )
+        self._failures_seen: tuple[int, int] | None = None  # (failed, recovered) last counted
+
+    async def _report_failures(self) -> None:
+        """Count the failure records again whenever this follower added or removed one."""
+        seen = (self.progress.failed, self.progress.recovered)
+        if seen == self._failures_seen:
+            return
+        try:
+            n = await count_failures(self._es, self._follow.state_index, [self.target.name])
+        except Exception:  # Elasticsearch away: keep the last value, count on a later poll
+            return
+        self._failures_seen = seen
+        self._m_failed.labels(index=self.target.name).set(n)
 
     def _report(self) -> None:
         now = self.progress.as_dict()
@@ -189,15 +208,15 @@ class Follower:
             progress=self.progress,
         )
 
+    async def _ensure_state(self) -> None:
+        await self._store.ensure([self.target.name])
+
     # ---- serve: forever -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Follow until stop(); Elasticsearch or model outages are waited out with backoff."""
         name = self.target.name
-        await self._retrying(
-            "creating the state index",
-            lambda: ensure_state_index(self._es, self._follow.state_index),
-        )
+        await self._retrying("creating the state index", self._ensure_state)
         log.info("following %s (%s, %d dims)", name, self.target.vector_field, self.target.dims)
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
         while not self._stopping.is_set():
@@ -211,6 +230,7 @@ class Follower:
             backoff.reset()
             await self._dispatch(positions)
             self._report()
+            await self._report_failures()
             await self._sleep(self._follow.poll_interval)
 
     async def _dispatch(self, positions: list[ShardPosition]) -> None:
@@ -281,11 +301,7 @@ class Follower:
 
         ``give_up``: after failing this many seconds in a row, raise the last failure.
         """
-        await self._retrying(
-            "creating the state index",
-            lambda: ensure_state_index(self._es, self._follow.state_index),
-            give_up,
-        )
+        await self._retrying("creating the state index", self._ensure_state, give_up)
         positions = await self._retrying(
             f"reading the shards of {self.target.name}",
             lambda: shard_positions(self._es, self.target.name),

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from es_embed.errors import EmbedError, valid_unicode
+
 SEPARATOR = "\u001f"  # unit separator: cannot be confused with text or a number
 FIELD_JOINER = "\n"
 
@@ -45,6 +47,8 @@ def hash_prefix(model: str, dims: int, passages: tuple[int, int] | None = None) 
 
 
 def content_hash(model: str, dims: int, text: str, passages: tuple[int, int] | None = None) -> str:
+    """Raises ``UnicodeEncodeError`` for a lone surrogate: JSON can carry ``"\\ud800"`` into
+    ``_source``, but it is not text (no UTF-8, no tokens); ``unencodable_reason`` names it."""
     return hashlib.sha256((hash_prefix(model, dims, passages) + text).encode("utf-8")).hexdigest()
 
 
@@ -92,6 +96,17 @@ def doc_text(source: Mapping[str, Any], fields: Sequence[str]) -> DocText:
     title = document_text(source, fields[:1])
     has_body = bool(title) and len(text) > len(title)
     return DocText(text, len(title) + len(FIELD_JOINER) if has_body else 0)
+
+
+def unencodable_reason(source: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """Why the text of ``source`` cannot be hashed or embedded, naming the field."""
+    for name in fields:
+        for value in _strings(field_value(source, name)):
+            try:
+                valid_unicode(value, name)
+            except EmbedError as exc:
+                return exc.message
+    return "the text is not valid Unicode"
 
 
 def stored_hash(source: Mapping[str, Any]) -> str | None:
