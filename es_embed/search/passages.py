@@ -41,6 +41,7 @@ class PassageRead:
     text_fields: tuple[str, ...]
     added: tuple[str, ...] = ()  # text fields fetched only to cut passages: removed after
     no_source: bool = False  # the caller asked for no _source at all
+    no_text: bool = False  # the caller's source filter excludes a text field: text is null
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,12 @@ def read_plan(conf: Indexed, count: int, source: Any) -> tuple[Any, PassageRead 
         missing = _missing(fields, wanted)
         widened = {**source, key: [*wanted, *missing]}
         return widened, PassageRead(conf.vector_field, fields, missing)
-    # Everything but some fields: the text is there unless excluded by name (then no text).
-    return source, PassageRead(conf.vector_field, fields)
+    # Everything but some fields: the text is there unless a text field is excluded, and
+    # then the offsets would point into a shorter text: no text rather than the wrong one.
+    excluded = source.get("excludes", source.get("exclude")) if isinstance(source, dict) else None
+    patterns = [excluded] if isinstance(excluded, str) else list(excluded or [])
+    blind = len(_missing(fields, patterns)) < len(fields)  # some text field matches one
+    return source, PassageRead(conf.vector_field, fields, no_text=blind)
 
 
 def _missing(fields: Sequence[str], wanted: Sequence[str]) -> tuple[str, ...]:
@@ -109,7 +114,8 @@ def with_text(
 ) -> tuple[list[PassageHit], Any]:
     """The passages with their text cut from the joined text fields, and the ``_source``
     the caller asked for (fields fetched only for this removed again)."""
-    text = document_text(source, read.text_fields) if isinstance(source, Mapping) else ""
+    readable = isinstance(source, Mapping) and not read.no_text
+    text = document_text(source, read.text_fields) if readable else ""
     cut = [
         PassageHit(p.score, p.start, p.end, text[p.start : p.end] if p.end <= len(text) else None)
         for p in passages

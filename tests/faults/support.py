@@ -54,9 +54,20 @@ class Expect:
     dims: int
     vector_field: str = "embedding"
     text_fields: tuple[str, ...] = TEXT_FIELDS
+    passages: tuple[int, int] | None = None  # (max_tokens, overlap_tokens) of a passages index
 
     def hash(self, text: str) -> str:
-        return content_hash(self.model, self.dims, text)
+        return content_hash(self.model, self.dims, text, self.passages)
+
+    def has_vectors(self, vector: Any) -> bool:
+        """One vector of the index's dims, or for passages a non-empty list of them."""
+        if self.passages is None:
+            return isinstance(vector, list) and len(vector) == self.dims
+        return (
+            isinstance(vector, list)
+            and bool(vector)
+            and all(isinstance(p, dict) and len(p.get("vector") or []) == self.dims for p in vector)
+        )
 
     def is_current(self, source: dict[str, Any]) -> bool:
         text = document_text(source, self.text_fields)
@@ -68,7 +79,7 @@ class Expect:
             digest = self.hash(text)
         except UnicodeEncodeError:  # a lone surrogate: such a document can only be listed failed
             return False
-        return embed.get("hash") == digest and isinstance(vector, list) and len(vector) == self.dims
+        return embed.get("hash") == digest and self.has_vectors(vector)
 
 
 async def search_all(
@@ -215,6 +226,7 @@ def sidecar_config(
     server: dict[str, Any] | None = None,
     follow: dict[str, Any] | None = None,
     batching: dict[str, Any] | None = None,
+    passages: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write the YAML config of a sidecar; returns the raw mapping (for settings_from_dict)."""
     raw: dict[str, Any] = {
@@ -229,7 +241,9 @@ def sidecar_config(
             "max_backoff": 1.0,
             **(follow or {}),
         },  # fmt: skip
-        "indices": [{"name": index, "dims": dims, "text_fields": list(TEXT_FIELDS)}],
+        "indices": [
+            {"name": index, "dims": dims, "text_fields": list(TEXT_FIELDS), "passages": passages}
+        ],
     }
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return raw

@@ -40,6 +40,12 @@ pytestmark = [pytest.mark.es, pytest.mark.slow]
 DOCS = 4000
 PAGE = 64
 EXPECT = Expect(model="tiny-qwen", dims=64)
+# A passages index: the same documents cut into several passages each (one write-back each).
+PASSAGES = {"max_tokens": 128, "overlap_tokens": 16}
+KINDS = {
+    "one-vector": (None, EXPECT),
+    "passages": (PASSAGES, Expect(model="tiny-qwen", dims=64, passages=(128, 16))),
+}
 
 
 async def prepared(
@@ -57,10 +63,12 @@ async def prepared(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", list(KINDS))
 async def test_sigkill_mid_batch_then_restart(
-    aes: AsyncElasticsearch, es_url: str, tmp_path: Path, tiny_qwen_dir: Path
+    aes: AsyncElasticsearch, es_url: str, tmp_path: Path, tiny_qwen_dir: Path, kind: str
 ) -> None:
-    sidecar, index, state = await prepared(aes, tmp_path, tiny_qwen_dir, es_url)
+    passages, expect = KINDS[kind]
+    sidecar, index, state = await prepared(aes, tmp_path, tiny_qwen_dir, es_url, passages=passages)
     async with cleaned_up(aes, index, state):
         try:
             # Long-ish texts so the back-fill lasts long enough to be interrupted.
@@ -77,14 +85,14 @@ async def test_sigkill_mid_batch_then_restart(
             before = await embedded_at(aes, index)
             assert 0 < len(before) < DOCS, "the kill came after the back-fill finished"
             # The crash left no checkpoint ahead of the writes it covers.
-            assert await checkpoint_violations(aes, index, state, EXPECT) == []
+            assert await checkpoint_violations(aes, index, state, expect) == []
             checkpoints = await stored_checkpoints(aes, state)
 
             sidecar.start()
             await sidecar.wait_healthy()
 
             async def all_current() -> bool:
-                return await hash_mismatches(aes, index, EXPECT) == []
+                return await hash_mismatches(aes, index, expect) == []
 
             await wait_for(all_current, 60, "every document current after the restart", 0.5)
             before_count = len(before)
@@ -111,7 +119,7 @@ async def test_sigkill_mid_batch_then_restart(
         # Documents embedded twice: at most the pages in flight at the kill, per shard.
         assert len(twice) <= PAGES_IN_FLIGHT * PAGE * max(1, len(checkpoints)), report
         assert second_run == DOCS - len(before) + len(twice), report
-        assert await checkpoint_violations(aes, index, state, EXPECT) == []
+        assert await checkpoint_violations(aes, index, state, expect) == []
 
 
 def embedded_count(metrics: str) -> int:

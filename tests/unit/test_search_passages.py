@@ -116,6 +116,11 @@ def test_text_is_cut_from_the_joined_fields_and_fetched_fields_go_again() -> Non
     assert kept == {"title": "Manual", "url": "u"} and "body" in source  # not mutated
     cut, kept = with_text(passages, source, PassageRead("vec", ("title", "body"), (), True))
     assert kept is None and cut[0].text == "Second part."
+    # A filter excluding the title would shift every offset: no text rather than wrong text.
+    p = plan(spec(mode="knn", source={"excludes": ["ti*"]}), CONF, VEC)  # type: ignore[arg-type]
+    assert p.passages is not None and p.passages.no_text
+    cut, _ = with_text(passages, {"body": source["body"]}, p.passages)
+    assert [c.text for c in cut] == [None, None]
     nested = {"doc": {"body": "x", "lang": "en"}}
     _, kept = with_text([], nested, PassageRead("vec", ("doc.body",), ("doc.body",)))
     assert kept == {"doc": {"lang": "en"}}
