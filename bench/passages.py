@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -49,10 +48,10 @@ from bench.quality import (  # noqa: E402
     pct,
     read_beir,
     recall_at,
+    run_and_report,
     run_queries,
     subset,
 )
-from devtools.es_node import node_url  # noqa: E402
 from es_embed.config import BatchSettings, IndexSettings, PassageSettings  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 from es_embed.indices.resolve import resolve_index  # noqa: E402
@@ -239,13 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--reindex", action="store_true")
     p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
-    with node_url(args.es_url) as args.es_url:
-        report = asyncio.run(study(args))
-    print(table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return run_and_report(p.parse_args(argv), study, table)
 
 
 if __name__ == "__main__":

@@ -426,10 +426,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--reindex", action="store_true", help="reload even if the index is current")
     p.add_argument("--json", type=Path, help="also write the report here")
-    args = p.parse_args(argv)
+    return run_and_report(p.parse_args(argv), bench, table)
+
+
+def run_and_report(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+) -> int:
+    """On ``--es-url`` (else a fresh node): run, print the table, write ``--json`` if asked."""
     with node_url(args.es_url) as args.es_url:
-        report = asyncio.run(bench(args))
-    print(table(report))
+        report = asyncio.run(run(args))
+    print(render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

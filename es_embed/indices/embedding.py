@@ -10,6 +10,7 @@ batcher's token budget counts passages, not documents.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,15 +56,7 @@ async def embed_docs(
 def _plan(
     docs: Sequence[DocText], spans: Sequence[Spans], p: PassageSettings, specials: int
 ) -> list[list[Piece]]:
-    return [
-        pieces(
-            d.text,
-            d.body_start,
-            s.ids,
-            s.offsets,
-            max_tokens=p.max_tokens,
-            overlap=p.overlap_tokens,
-            specials=specials,
-        )  # fmt: skip
-        for d, s in zip(docs, spans, strict=True)
-    ]
+    cut = functools.partial(
+        pieces, max_tokens=p.max_tokens, overlap=p.overlap_tokens, specials=specials
+    )
+    return [cut(d.text, d.body_start, s.ids, s.offsets) for d, s in zip(docs, spans, strict=True)]
