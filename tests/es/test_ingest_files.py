@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import yaml
 from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from es_embed.cli import ingest
-from es_embed.config import BatchSettings, IndexSettings, ModelSettings, Settings
+from es_embed.config import IndexSettings, ModelSettings, Settings
 from es_embed.embed.protocol import Encoder
 from es_embed.embed.service import EmbeddingService
 from es_embed.indices.document import document_text
@@ -30,6 +29,7 @@ from es_embed.search.execute import Searcher
 from es_embed.search.spec import SearchSpec
 from tests.es.search_support import text_and_vector
 from tests.files_support import write_pdf, write_text
+from tests.service_support import service_standin
 
 pytestmark = pytest.mark.es
 
@@ -107,15 +107,7 @@ async def service(
     """One MiniLM for the test's searches, and the same weights for the command (which runs
     in its own thread and event loop, so it gets a service of its own)."""
 
-    @contextlib.asynccontextmanager
-    async def command_service(_: Settings) -> AsyncIterator[EmbeddingService]:
-        svc = EmbeddingService(minilm_encoder, BatchSettings(), ModelSettings(name="minilm"))
-        await svc.start()
-        try:
-            yield svc
-        finally:
-            await svc.stop()
-
+    command_service = service_standin(minilm_encoder, model=ModelSettings(name="minilm"))
     monkeypatch.setattr(ingest, "embedding_service", command_service)
     async with command_service(Settings()) as svc:
         yield svc

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from es_embed.cli import ingest
-from es_embed.config import BatchSettings, ModelSettings, Settings
-from es_embed.embed.service import EmbeddingService
+from es_embed.config import Settings
 from tests.fakes import FakeEncoder
 from tests.files_support import write_pdf, write_text
+from tests.service_support import service_standin
 
 
 class Bulk:
@@ -42,21 +42,14 @@ class Fakes:
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Fakes:
     state = Fakes()
 
-    @contextlib.asynccontextmanager
-    async def service(_: Settings) -> AsyncIterator[EmbeddingService]:
+    def load(_: Settings) -> None:
         state.models_loaded += 1
-        svc = EmbeddingService(FakeEncoder(), BatchSettings(), ModelSettings())
-        await svc.start()
-        try:
-            yield svc
-        finally:
-            await svc.stop()
 
     @contextlib.asynccontextmanager
     async def client(_: Settings) -> AsyncIterator[Bulk]:
         yield state.bulk
 
-    monkeypatch.setattr(ingest, "embedding_service", service)
+    monkeypatch.setattr(ingest, "embedding_service", service_standin(FakeEncoder(), on_load=load))
     monkeypatch.setattr(ingest, "es_client", client)
     return state
 
