@@ -157,11 +157,15 @@ class ScriptedBulk:
         self.steps = list(steps)
         self.calls: list[list[str]] = []  # the ids of each request, in order
         self.actions: list[list[dict[str, Any]]] = []  # the action lines of each request
+        self.sources: dict[str, dict[str, Any]] = {}  # the last document sent for each id
 
     def answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         actions = [line for line in lines if len(line) == 1 and next(iter(line)) in OPS]
         ids = [str(next(iter(a.values()))["_id"]) for a in actions]
+        for action, source in zip(lines[::2], lines[1::2], strict=False):
+            if action in actions:
+                self.sources[str(next(iter(action.values()))["_id"])] = source
         step = self.steps[len(self.calls)] if len(self.calls) < len(self.steps) else None
         self.calls.append(ids)
         self.actions.append(actions)
