@@ -77,12 +77,41 @@ class ModelSettings:
     def model_id(self) -> str:
         """The served id: ``served_name``, else the hub id, else a local directory's name
         (a filesystem path is never shown to clients)."""
-        if self.served_name:
-            return self.served_name
-        name = self.name.rstrip("/\\")
-        if os.path.isabs(name) or name.startswith((".", "~")) or Path(name).is_dir():
-            return Path(name).name or self.name
-        return self.name
+        return self.served_name or served_id(self.name)
+
+
+def served_id(name: str) -> str:
+    """A hub id as it is; a local directory by its name (never a path shown to clients)."""
+    bare = name.rstrip("/\\")
+    if os.path.isabs(bare) or bare.startswith((".", "~")) or Path(bare).is_dir():
+        return Path(bare).name or name
+    return name
+
+
+@dataclass(frozen=True)
+class RerankerSettings:
+    name: str | None = setting(
+        None, "Reranker: Hugging Face hub id or local directory; empty = no reranker."
+    )
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
+        "auto", "auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    max_length: int = setting(
+        8192, "Most tokens per query-document pair, prompt included (capped at the model's)."
+    )
+    instruction: str = setting(
+        DEFAULT_QUERY_TASK, "Qwen3-Reranker's <Instruct> text; overridable per request."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.name)
+
+    @property
+    def model_id(self) -> str:
+        """The id /v1/rerank and /v1/models serve (a local directory by its name)."""
+        return served_id(self.name or "")
 
 
 @dataclass(frozen=True)
@@ -147,6 +176,7 @@ class IndexSettings:
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    reranker: RerankerSettings = field(default_factory=RerankerSettings)
     batching: BatchSettings = field(default_factory=BatchSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     follow: FollowSettings = field(default_factory=FollowSettings)
@@ -163,6 +193,7 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "model": ModelSettings,
+    "reranker": RerankerSettings,
     "batching": BatchSettings,
     "elasticsearch": ElasticsearchSettings,
     "follow": FollowSettings,
@@ -321,6 +352,7 @@ def _validate(s: Settings) -> None:
         ("server.max_body_bytes", s.server.max_body_bytes),
         ("server.max_inputs", s.server.max_inputs),
         ("model.max_length", s.model.max_length),
+        ("reranker.max_length", s.reranker.max_length),
         ("batching.max_batch_tokens", s.batching.max_batch_tokens),
         ("batching.max_batch_size", s.batching.max_batch_size),
         ("batching.query_queue", s.batching.query_queue),

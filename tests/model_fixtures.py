@@ -50,8 +50,12 @@ TRAINING_TEXT = [
 ]
 
 
-def write_tiny_tokenizer(path: Path) -> None:
-    """A byte-level BPE tokenizer shaped like Qwen's, saved as Qwen3-Embedding ships it."""
+def write_tiny_tokenizer(
+    path: Path, extra_text: tuple[str, ...] = (), append_eot: bool = True
+) -> None:
+    """A byte-level BPE tokenizer shaped like Qwen's, saved as Qwen3-Embedding ships it
+    (``append_eot``; Qwen3-Reranker's appends nothing). ``extra_text`` joins the training
+    text, e.g. so that whole words become single tokens."""
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -79,15 +83,16 @@ def write_tiny_tokenizer(path: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(TRAINING_TEXT * 4, trainer=trainer)
+    tok.train_from_iterator([*TRAINING_TEXT, *extra_text] * 4, trainer=trainer)
     eot_id = tok.token_to_id(EOT)
-    # Qwen3-Embedding's tokenizer.json appends <|endoftext|> to every input; last-token
-    # pooling reads the hidden state there.
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"$A:0 {EOT}:0",
-        pair=f"$A:0 {EOT}:0 $B:1 {EOT}:1",
-        special_tokens=[(EOT, eot_id)],
-    )
+    if append_eot:
+        # Qwen3-Embedding's tokenizer.json appends <|endoftext|> to every input; last-token
+        # pooling reads the hidden state there.
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A:0 {EOT}:0",
+            pair=f"$A:0 {EOT}:0 $B:1 {EOT}:1",
+            special_tokens=[(EOT, eot_id)],
+        )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOT,
