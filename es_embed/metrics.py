@@ -1,134 +1,96 @@
-"""A tiny Prometheus text-format registry: counters, gauges and histograms with labels.
+"""Prometheus metrics on prometheus-client, with one registry per app (never the global one).
 
-Kept in-house (about 100 lines) so every layer can record without importing HTTP code and
-without a global default registry: each app builds one ``Registry`` and passes it down.
+``Registry`` is a ``CollectorRegistry`` that also carries the process and platform metrics
+and declares each metric once with its label names. Components that share a registry (one
+follower per configured index) ask for the same metric and get the same object, where
+prometheus-client alone would refuse the second registration. Label values known up front
+are created at zero, so an ``increase()`` alert sees the first event too.
+
+Adding a metric is one line in the component that records it, e.g.
+``registry.counter("es_embed_x_total", "What it counts.", ("lane",), known=[LANES])``.
 """
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import threading
 from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
-Labels = tuple[tuple[str, str], ...]
+# The content type of what prometheus_client.generate_latest writes. Newer versions point
+# CONTENT_TYPE_LATEST at text format 1.0.0, which they send only with a negotiated escaping;
+# for a plain scrape their own exporters send 0.0.4, the format this renderer writes.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+Names = Sequence[str]  # label names, in order
+Known = Sequence[Sequence[str]]  # for each label name, the values known up front
 
 
-def _fmt_labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
-    items = list(labels) + ([extra] if extra else [])
-    if not items:
-        return ""
-    body = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in items
-    )
-    return "{" + body + "}"
+class Registry(CollectorRegistry):
+    """One app's metrics: process and platform collectors plus everything declared on it."""
 
-
-class _Metric:
-    kind = ""
-
-    def __init__(self, name: str, doc: str) -> None:
-        self.name, self.doc = name, doc
-        self._lock = threading.Lock()
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} {self.kind}"]
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, doc: str) -> None:
-        super().__init__(name, doc)
-        self._values: dict[Labels, float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(tuple(sorted(labels.items())), 0.0)
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return self.header() + [f"{self.name}{_fmt_labels(k)} {v:g}" for k, v in items]
-
-
-class Gauge(Counter):
-    kind = "gauge"
-
-    def set(self, value: float, **labels: str) -> None:
-        with self._lock:
-            self._values[tuple(sorted(labels.items()))] = value
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(self, name: str, doc: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        super().__init__(name, doc)
-        self.buckets = tuple(buckets)
-        self._data: dict[Labels, list[float]] = {}  # bucket counts..., sum, count
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            row = self._data.setdefault(key, [0.0] * (len(self.buckets) + 2))
-            slot = bisect.bisect_left(self.buckets, value)
-            if slot < len(self.buckets):  # above the last bound counts only towards +Inf
-                row[slot] += 1
-            row[-2] += value
-            row[-1] += 1
-
-    def count(self, **labels: str) -> float:
-        row = self._data.get(tuple(sorted(labels.items())))
-        return row[-1] if row else 0.0
-
-    def render(self) -> list[str]:
-        lines = self.header()
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._data.items())
-        for key, row in items:
-            cumulative = 0.0
-            for bound, n in zip(self.buckets, row, strict=False):
-                cumulative += n
-                lines.append(
-                    f"{self.name}_bucket{_fmt_labels(key, ('le', f'{bound:g}'))} {cumulative:g}"
-                )
-            lines.append(f"{self.name}_bucket{_fmt_labels(key, ('le', '+Inf'))} {row[-1]:g}")
-            lines.append(f"{self.name}_sum{_fmt_labels(key)} {row[-2]:g}")
-            lines.append(f"{self.name}_count{_fmt_labels(key)} {row[-1]:g}")
-        return lines
-
-
-class Registry:
     def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
+        super().__init__()
+        ProcessCollector(registry=self)
+        PlatformCollector(registry=self)
+        self._declared: dict[str, tuple[tuple[str, ...], Counter | Gauge | Histogram]] = {}
+        self._declaring = threading.Lock()  # not _lock: CollectorRegistry has its own
 
-    def _get(self, cls: type, name: str, doc: str, *args: object) -> _Metric:
-        metric = self._metrics.get(name)
-        if metric is None:
-            metric = self._metrics[name] = cls(name, doc, *args)
-        return metric
+    def counter(self, name: str, doc: str, labels: Names = (), *, known: Known = ()) -> Counter:
+        """``known``: the values of each label (in order) to create at zero, all combinations."""
+        return self._declare(Counter, name, doc, labels, known)
 
-    def counter(self, name: str, doc: str) -> Counter:
-        return self._get(Counter, name, doc)  # type: ignore[return-value]
-
-    def gauge(self, name: str, doc: str) -> Gauge:
-        return self._get(Gauge, name, doc)  # type: ignore[return-value]
+    def gauge(self, name: str, doc: str, labels: Names = (), *, known: Known = ()) -> Gauge:
+        return self._declare(Gauge, name, doc, labels, known)
 
     def histogram(
-        self, name: str, doc: str, buckets: Sequence[float] = LATENCY_BUCKETS
+        self,
+        name: str,
+        doc: str,
+        labels: Names = (),
+        *,
+        known: Known = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> Histogram:
-        return self._get(Histogram, name, doc, buckets)  # type: ignore[return-value]
+        return self._declare(Histogram, name, doc, labels, known, buckets=buckets)
 
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            lines.extend(metric.render())  # type: ignore[attr-defined]
-        return "\n".join(lines) + "\n"
+    def _declare(
+        self,
+        kind: type[M],
+        name: str,
+        doc: str,
+        labels: Names,
+        known: Known,
+        **options: Any,
+    ) -> M:
+        if known and len(known) != len(labels):
+            raise ValueError(f"{name}: known values for {len(known)} labels, not {len(labels)}")
+        with self._declaring:
+            entry = self._declared.get(name)
+            if entry is None:
+                created = kind(name, doc, labels, registry=self, **options)
+                entry = self._declared[name] = (tuple(labels), created)
+        declared_labels, metric = entry
+        if not isinstance(metric, kind) or declared_labels != tuple(labels):
+            raise ValueError(
+                f"{name} is already a {type(metric).__name__} with labels {declared_labels}, "
+                f"not a {kind.__name__} with {tuple(labels)}"
+            )
+        if known:
+            for values in itertools.product(*known):
+                metric.labels(*values)
+        return metric

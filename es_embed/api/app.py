@@ -49,8 +49,10 @@ def create_app(
 ) -> web.Application:
     """Build the app; nothing is loaded until the app starts (its cleanup_ctx runs).
 
-    ``encoder`` None loads the configured model. Raises ConfigError when the API keys file
-    cannot be read, so a bad setting fails before the model is loaded.
+    ``encoder`` None loads the configured model. ``registry`` None builds this app its own
+    (with process metrics), handed to the service and the followers; never the global one,
+    so two apps in one process never mix their counts. Raises ConfigError when the API keys
+    file cannot be read, so a bad setting fails before the model is loaded.
     """
     middlewares = [observe_middleware(registry := registry or Registry()), error_middleware]
     keys = api_keys(settings.server)

@@ -8,13 +8,12 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import generate_latest
 
 from es_embed.api.keys import REGISTRY, SERVICE, SETTINGS, STARTED_AT
-from es_embed.metrics import Registry
+from es_embed.metrics import CONTENT_TYPE, Registry
 
 log = logging.getLogger("es_embed.api")
-
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def get_models(request: web.Request) -> web.Response:
@@ -53,17 +52,22 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    body = request.app[REGISTRY].render()
-    return web.Response(body=body.encode("utf-8"), headers={"Content-Type": PROMETHEUS_TEXT})
+    body = generate_latest(request.app[REGISTRY])
+    # Passed as a header: aiohttp's content_type= refuses a value carrying parameters.
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def observe_middleware(registry: Registry) -> Middleware:
     """Count requests by route, method and status; time them; one debug log line each."""
     requests = registry.counter(
-        "es_embed_http_requests_total", "HTTP requests, by route, method and status."
+        "es_embed_http_requests_total",
+        "HTTP requests, by route, method and status.",
+        ("route", "method", "status"),
     )
     latency = registry.histogram(
-        "es_embed_http_request_seconds", "HTTP request latency, by route and method."
+        "es_embed_http_request_seconds",
+        "HTTP request latency, by route and method.",
+        ("route", "method"),
     )
 
     @web.middleware
@@ -79,8 +83,8 @@ def observe_middleware(registry: Registry) -> Middleware:
             # The route's template, never the raw path: unknown paths must not mint labels.
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
-            requests.inc(route=route, method=request.method, status=str(status))
-            latency.observe(seconds, route=route, method=request.method)
+            requests.labels(route, request.method, str(status)).inc()
+            latency.labels(route, request.method).observe(seconds)
             log.debug(
                 "%s %s -> %d in %.1f ms", request.method, request.path, status, seconds * 1000
             )

@@ -1,12 +1,9 @@
 """EmbeddingService: the asyncio front end of one model running on one dedicated thread.
 
-Two lanes feed the model, and the query lane always goes first, so an interactive query
-waits for at most the batch in flight. While queries are arriving, bulk batches are also
-cut short (``batching.interactive_bulk_ms``) so that wait stays small even when a back-fill
-saturates the model. Admission is bounded per lane (429 beyond it), tokenisation runs on
-per-lane worker threads (never on the event loop, and a bulk flood never delays a
-query's tokenisation), and a model failure fails every waiting request with 503 and
-marks the service unhealthy until a probe succeeds.
+Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
+cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
+flood never delays a query's tokenisation), and a model failure fails every waiting request
+with 503 and marks the service unhealthy until a probe succeeds.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,18 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
-from es_embed.embed.batching import Item, Request, cut_batch
+from es_embed.embed.batching import Item, Request, padded_cost
+from es_embed.embed.lanes import LANES, Lanes
 from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
-from es_embed.errors import EmbedError, ErrorKind, invalid, overloaded, unavailable
+from es_embed.errors import EmbedError, ErrorKind, invalid, unavailable
 from es_embed.metrics import SIZE_BUCKETS, Registry
 
 log = logging.getLogger(__name__)
 
 MIN_DIMS = 32
-LANES: tuple[Lane, ...] = ("query", "bulk")  # priority order
-# Queued inputs looked at when grouping a batch by length: wide enough that concurrent
-# requests of mixed lengths still pad little, small enough to sort on every batch.
-SORT_WINDOW = 256
 
 
 @dataclass(frozen=True)
@@ -67,9 +60,8 @@ class EmbeddingService:
         self._encoder = encoder
         self._batching = batching
         self._model = model
-        self._queues: dict[Lane, deque[Item]] = {lane: deque() for lane in LANES}
-        self._seq = 0
-        self._wakeup = asyncio.Event()
+        registry = registry or Registry()
+        self._lanes = Lanes(batching, registry)
         self._scheduler: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._model_thread: ThreadPoolExecutor | None = None
@@ -77,33 +69,28 @@ class EmbeddingService:
         self._failure: str | None = None
         self._stopping = False
         self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
-        self._last_query = -1e9
-        self._query_answered = -1e9  # when the last query batch came off the model
-        self._bulk_waiting_since = 0.0  # last bulk batch, or when the bulk lane filled
-        self._seconds_per_token = 0.0  # moving average of forward time per padded token
-        self._metrics(registry or Registry())
+        self._metrics(registry)
 
     def _metrics(self, r: Registry) -> None:
-        self._m_queue = r.gauge("es_embed_queue_depth", "Inputs waiting, by lane.")
         self._m_batch_size = r.histogram(
-            "es_embed_batch_size", "Inputs per forward pass.", SIZE_BUCKETS
+            "es_embed_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS
         )
         self._m_batch_tokens = r.histogram(
-            "es_embed_batch_tokens", "Padded tokens per forward pass.", SIZE_BUCKETS
+            "es_embed_batch_tokens", "Padded tokens per forward pass.", buckets=SIZE_BUCKETS
         )
         self._m_forward = r.histogram("es_embed_forward_seconds", "Forward pass duration.")
-        self._m_tokens = r.counter("es_embed_tokens_total", "Tokens embedded (unpadded), by lane.")
+        self._m_tokens = r.counter(
+            "es_embed_tokens_total",
+            "Tokens embedded (unpadded), by lane.",
+            ("lane",),
+            known=[LANES],
+        )
         self._m_tps = r.gauge("es_embed_tokens_per_second", "Tokens/s of the last forward pass.")
         self._m_truncated = r.counter(
             "es_embed_truncated_inputs_total", "Inputs cut to max_length."
         )
-        self._m_rejected = r.counter(
-            "es_embed_rejected_total", "Inputs refused, by lane and reason."
-        )
         self._m_failures = r.counter("es_embed_model_failures_total", "Forward passes that raised.")
         self._m_healthy = r.gauge("es_embed_healthy", "1 while the model thread is healthy.")
-        for lane in LANES:
-            self._m_queue.set(0, lane=lane)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -123,7 +110,7 @@ class EmbeddingService:
         """Refuse new work, let queued work finish for up to ``drain_seconds``, fail the rest."""
         self._stopping = True
         deadline = time.monotonic() + drain_seconds
-        while (any(self._queues.values()) or self._in_flight) and time.monotonic() < deadline:
+        while (self._lanes.pending() or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for task in (self._scheduler, self._prober):
             if task is not None:
@@ -136,7 +123,7 @@ class EmbeddingService:
             if not item.request.future.done():
                 item.request.future.set_exception(error)
         self._in_flight = []
-        self._fail_all(error)
+        self._lanes.fail_all(error)
         for pool in (self._model_thread, *self._tokenizers.values()):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -225,18 +212,12 @@ class EmbeddingService:
         truncated = self._check_lengths(tokens)
         self._admit(lane, len(texts))  # again: the lane may have filled while we tokenised
         request = Request(size=len(tokens), future=loop.create_future())
-        self._enqueue(lane, request, tokens)
+        self._lanes.enqueue(lane, request, tokens)
         try:
             vectors = await request.future
         except asyncio.CancelledError:
-            # The client went away: its queued inputs are dropped before the model sees them,
-            # and at once, so they no longer count against the lane's admission limit.
-            request.cancelled = True
-            queue = self._queues[lane]
-            kept = [item for item in queue if item.request is not request]
-            queue.clear()
-            queue.extend(kept)
-            self._update_depth()
+            # The client went away: its queued inputs are dropped before the model sees them.
+            self._lanes.withdraw(lane, request)
             raise
         return Embeddings(
             truncate_and_normalize(vectors, dims),
@@ -249,12 +230,7 @@ class EmbeddingService:
             raise unavailable("the embedding service is shutting down")
         if self._failure is not None:
             raise unavailable(f"the model is unavailable: {self._failure}")
-        limit = self._batching.query_queue if lane == "query" else self._batching.bulk_queue
-        queued = len(self._queues[lane])
-        # An oversized request is still admitted into an empty lane, so it cannot starve.
-        if queued and queued + n > limit:
-            self._m_rejected.inc(n, lane=lane, reason="queue_full")
-            raise overloaded(lane, self._batching.retry_after_seconds)
+        self._lanes.admit(lane, n)
 
     def _check_lengths(self, tokens: list[Tokenized]) -> int:
         cut = [i for i, t in enumerate(tokens) if t.truncated]
@@ -272,82 +248,12 @@ class EmbeddingService:
             self._m_truncated.inc(len(cut))
         return len(cut)
 
-    def _enqueue(self, lane: Lane, request: Request, tokens: list[Tokenized]) -> None:
-        if lane == "query":
-            self._last_query = time.monotonic()
-        queue = self._queues[lane]
-        if lane == "bulk" and not queue:
-            self._bulk_waiting_since = time.monotonic()
-        for i, tok in enumerate(tokens):
-            self._seq += 1
-            queue.append(Item(request, i, tok, self._seq))
-        self._update_depth()
-        self._wakeup.set()
-
-    def _update_depth(self) -> None:
-        for lane, queue in self._queues.items():
-            self._m_queue.set(len(queue), lane=lane)
-
     # ---- the model thread --------------------------------------------------------------
-
-    def _next_batch(self) -> tuple[Lane, list[Item]] | None:
-        b = self._batching
-        for lane in LANES:
-            if lane == "bulk" and self._bulk_hold() > 0:
-                return None
-            max_tokens = b.max_batch_tokens
-            if lane == "bulk" and self._interactive():
-                max_tokens = self._interactive_budget()
-            window = max(4 * b.max_batch_size, SORT_WINDOW)
-            batch = cut_batch(self._queues[lane], max_tokens, b.max_batch_size, window)
-            if batch:
-                return lane, batch
-        return None
-
-    def _bulk_hold(self) -> float:
-        """Seconds the bulk lane still waits after a query was answered (0 when it need not).
-
-        A search client usually sends its next query right after an answer; holding bulk
-        work for a few ms lets that query find the model free instead of waiting behind a
-        bulk batch that started in the gap (anticipatory scheduling). Costs bulk work at
-        most ``query_anticipation_ms`` per answered query.
-        """
-        if not self._queues["bulk"]:
-            return 0.0
-        now = time.monotonic()
-        ends = min(
-            self._query_answered + self._batching.query_anticipation_ms / 1000,
-            # A client streaming queries back to back must not starve bulk work.
-            self._bulk_waiting_since + self._batching.bulk_max_hold_ms / 1000,
-        )
-        return max(0.0, ends - now)
-
-    def _interactive(self) -> bool:
-        return time.monotonic() - self._last_query < self._batching.interactive_window_seconds
-
-    def _interactive_budget(self) -> int:
-        """Padded tokens that fit in interactive_bulk_ms, from the measured forward speed."""
-        if self._seconds_per_token <= 0:
-            return self._batching.max_batch_tokens
-        budget = self._batching.interactive_bulk_ms / 1000 / self._seconds_per_token
-        return max(1, min(self._batching.max_batch_tokens, int(budget)))
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            picked = self._next_batch()
-            if picked is None:
-                self._wakeup.clear()
-                hold = self._bulk_hold()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
-                except TimeoutError:
-                    pass  # the hold is over: bulk work may go
-                continue
-            lane, batch = picked
-            if lane == "bulk":
-                self._bulk_waiting_since = time.monotonic()
-            self._update_depth()
+            lane, batch = await self._lanes.next_batch()
             tokens = [it.tokens for it in batch]
             started = time.perf_counter()
             self._in_flight = batch
@@ -358,10 +264,10 @@ class EmbeddingService:
                 self._on_model_failure(exc, batch)
                 continue
             self._in_flight = []
-            self._record(lane, tokens, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self._record(lane, tokens, seconds)
             self._deliver(batch, vectors)
-            if lane == "query":
-                self._query_answered = time.monotonic()
+            self._lanes.ran(lane, tokens, seconds)
 
     def _forward(self, tokens: list[Tokenized]) -> np.ndarray:
         vectors = self._encoder.forward(tokens)
@@ -370,18 +276,11 @@ class EmbeddingService:
         return vectors
 
     def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
-        padded = max(len(t.ids) for t in tokens) * len(tokens)
         real = sum(len(t.ids) for t in tokens)
-        per_token = seconds / padded
-        self._seconds_per_token = (
-            per_token
-            if self._seconds_per_token == 0
-            else 0.8 * self._seconds_per_token + 0.2 * per_token
-        )
         self._m_batch_size.observe(len(tokens))
-        self._m_batch_tokens.observe(padded)
+        self._m_batch_tokens.observe(padded_cost([len(t.ids) for t in tokens]))
         self._m_forward.observe(seconds)
-        self._m_tokens.inc(real, lane=lane)
+        self._m_tokens.labels(lane=lane).inc(real)
         self._m_tps.set(real / seconds if seconds > 0 else 0.0)
 
     @staticmethod
@@ -404,17 +303,9 @@ class EmbeddingService:
         for item in batch:
             if not item.request.future.done():
                 item.request.future.set_exception(error)
-        self._fail_all(error)
+        self._lanes.fail_all(error)
         if self._prober is None or self._prober.done():
             self._prober = asyncio.create_task(self._probe_until_healthy())
-
-    def _fail_all(self, error: EmbedError) -> None:
-        for queue in self._queues.values():
-            for item in queue:
-                if not item.request.future.done():
-                    item.request.future.set_exception(error)
-            queue.clear()
-        self._update_depth()
 
     async def _probe_until_healthy(self) -> None:
         loop = asyncio.get_running_loop()

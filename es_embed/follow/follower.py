@@ -100,24 +100,30 @@ class Follower:
 
     def _metrics(self, registry: Registry | None) -> None:
         r = registry or Registry()
+        self._reported = self.progress.as_dict()
+        outcomes = [key for key in self._reported if key != "total"]
         self._m_docs = r.counter(
-            "es_embed_follow_documents_total", "Documents seen by the follower, by outcome."
+            "es_embed_follow_documents_total",
+            "Documents seen by the follower, by outcome.",
+            ("index", "outcome"),
+            known=[(self.target.name,), outcomes],
         )
         self._m_lag = r.gauge(
-            "es_embed_follow_lag_operations", "Operations between checkpoint and global checkpoint."
+            "es_embed_follow_lag_operations",
+            "Operations between checkpoint and global checkpoint.",
+            ("index", "shard"),
         )
-        self._reported = self.progress.as_dict()
 
     def _report(self) -> None:
         now = self.progress.as_dict()
         for key, value in now.items():
-            if key != "total" and value and value != self._reported.get(key):
-                self._m_docs.inc(value - (self._reported.get(key) or 0), index=self.target.name,
-                                 outcome=key)  # fmt: skip
+            before = self._reported.get(key) or 0
+            if key != "total" and value is not None and value > before:
+                self._m_docs.labels(index=self.target.name, outcome=key).inc(value - before)
         self._reported = now
         for r in self._runners.values():
             lag = max(0, r.target - r.feed.checkpoint)
-            self._m_lag.set(lag, index=r.feed.index, shard=str(r.feed.shard))
+            self._m_lag.labels(index=r.feed.index, shard=str(r.feed.shard)).set(lag)
 
     @property
     def checkpoints(self) -> dict[tuple[str, int], int]:

@@ -47,7 +47,9 @@ async def test_1000_scifact_documents_then_100_rewrites(es_url: str) -> None:
                 docs = await all_docs(env.es, env.index)
                 return len(docs) == 1000 and not stale_documents(env, docs)
 
-            await wait_until(all_embedded, timeout=60, what="1,000 documents embedded")
+            # A liveness bound, not a speed check (bench/ingest.py measures speed): generous, so a
+            # loaded shared machine does not fail it.
+            await wait_until(all_embedded, timeout=200, what="1,000 documents embedded")
             before = await all_docs(env.es, env.index)
             assert all(len(d["embedding"]) == DIMS for d in before.values())
             assert all(d["_embed"]["dims"] == DIMS for d in before.values())
@@ -66,7 +68,7 @@ async def test_1000_scifact_documents_then_100_rewrites(es_url: str) -> None:
                 docs = await all_docs(env.es, env.index)
                 return not stale_documents(env, docs)
 
-            await wait_until(rewrites_embedded, timeout=30, what="100 rewrites embedded")
+            await wait_until(rewrites_embedded, timeout=60, what="100 rewrites embedded")
         after = await all_docs(env.es, env.index)
         changed = {i for i in after if after[i]["embedding"] != before[i]["embedding"]}
         assert changed == rewritten

@@ -122,7 +122,10 @@ async def test_model_failure_503s_pauses_the_follower_and_recovers(es_url: str) 
             stored = await stored_checkpoints(es, state)
             assert max(stored.values()) >= first_new
             metrics = await (await client.get("/metrics")).text()
-            assert "es_embed_model_failures_total" in metrics
+            # Present from zero, so the value (not the name) shows the failure was counted.
+            name = "es_embed_model_failures_total "
+            failures = [ln for ln in metrics.splitlines() if ln.startswith(name)]
+            assert len(failures) == 1 and float(failures[0].split()[-1]) >= 1, failures
             assert "es_embed_healthy 1" in metrics
 
 
