@@ -1,4 +1,5 @@
-"""Run the real app (FakeEncoder behind the real EmbeddingService) under aiohttp's test client."""
+"""Run the real app (FakeEncoder, and FakeReranker when given, behind the real
+EmbeddingService) under aiohttp's test client."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from es_embed.api.app import create_app
 from es_embed.config import Settings, settings_from_dict
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, FakeReranker
 
 Client = TestClient[Any, Any]
 
@@ -24,9 +25,13 @@ def make_settings(**sections: Mapping[str, Any] | list[Any]) -> Settings:
 
 @contextlib.asynccontextmanager
 async def api_client(
-    settings: Settings | None = None, encoder: FakeEncoder | None = None
+    settings: Settings | None = None,
+    encoder: FakeEncoder | None = None,
+    reranker: FakeReranker | None = None,
 ) -> AsyncIterator[Client]:
-    app = create_app(settings or make_settings(), encoder=encoder or FakeEncoder())
+    app = create_app(
+        settings or make_settings(), encoder=encoder or FakeEncoder(), reranker=reranker
+    )
     async with TestClient(TestServer(app)) as client:
         yield client
 

@@ -20,6 +20,7 @@ from es_embed.embed.shape import ModelShape
 Lane = Literal["query", "bulk"]
 InputType = Literal["query", "document"]
 RerankerFamily = Literal["qwen3", "cross-encoder"]
+ModelKind = Literal["embed", "rerank"]  # which model a queued input goes to
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,22 @@
 """The reranker on tiny random models, against each family's reference.
 
-Qwen3-Reranker: the reference below is the model card's "Transformers Usage" code
-(https://huggingface.co/Qwen/Qwen3-Reranker-0.6B: ``format_instruction``, ``process_inputs``,
-``compute_logits``) in plain transformers; the variants prove the parity test would catch a
-wrong prompt or padding side. Cross-encoders: ``sentence_transformers.CrossEncoder.predict``.
+Qwen3-Reranker: the model card's "Transformers Usage" code (``qwen3_reranker_reference.py``);
+its wrong variants prove the parity test would catch a wrong prompt or padding side.
+Cross-encoders: ``sentence_transformers.CrossEncoder.predict``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import warnings
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from es_embed.config import ConfigError, RerankerSettings
-from es_embed.embed.reranker import AnyReranker, load_reranker
+from es_embed.embed.rerank import AnyReranker, load_reranker
+from tests.model.qwen3_reranker_reference import WRONG, reference_scores
 from tests.reranker_fixtures import write_tiny_qwen_reranker
 
 QUERY = "What is the capital of France?"
@@ -30,83 +28,6 @@ DOCUMENTS = [
     "Ünïcödé café and 日本語 text with numbers 3.14 and 2025",
 ]
 MAX_LENGTH = 240  # cuts the long document (prompt about 150 tokens + ~170 of document)
-DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
-SYSTEM = (
-    "Judge whether the Document meets the requirements based on the Query and the Instruct "
-    'provided. Note that the answer can only be "yes" or "no".'
-)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    prefix: str = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
-    suffix: str = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    pair: str = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
-    padding_side: str = "left"
-
-
-MODEL_CARD = Recipe()
-WRONG = {
-    # vLLM's early template (#19344): blank lines between the parts.
-    "blank lines": replace(
-        MODEL_CARD, pair="<Instruct>: {instruction}\n\n<Query>: {query}\n\n<Document>: {doc}"
-    ),
-    "no think block": replace(MODEL_CARD, suffix="<|im_end|>\n<|im_start|>assistant\n"),
-    "no system line": replace(MODEL_CARD, prefix="<|im_start|>user\n"),
-    "right padding": replace(MODEL_CARD, padding_side="right"),
-}
-
-
-def reference_scores(
-    model_dir: Path,
-    query: str,
-    documents: list[str],
-    recipe: Recipe = MODEL_CARD,
-    instruction: str | None = None,
-    max_length: int = MAX_LENGTH,
-) -> np.ndarray:
-    """The model card's code, with the prompt parts and padding side as parameters."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side=recipe.padding_side)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    token_false_id = tokenizer.convert_tokens_to_ids("no")
-    token_true_id = tokenizer.convert_tokens_to_ids("yes")
-    prefix_tokens = tokenizer.encode(recipe.prefix, add_special_tokens=False)
-    suffix_tokens = tokenizer.encode(recipe.suffix, add_special_tokens=False)
-
-    def format_instruction(instruction: str | None, query: str, doc: str) -> str:
-        if instruction is None:
-            instruction = DEFAULT_TASK
-        return recipe.pair.format(instruction=instruction, query=query, doc=doc)
-
-    def process_inputs(pairs: list[str]) -> dict[str, torch.Tensor]:
-        inputs = tokenizer(
-            pairs,
-            padding=False,
-            truncation="longest_first",
-            return_attention_mask=False,
-            max_length=max_length - len(prefix_tokens) - len(suffix_tokens),
-        )
-        for i, ele in enumerate(inputs["input_ids"]):
-            inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
-        with warnings.catch_warnings():
-            # The card passes max_length to pad(), which transformers 5 warns it ignores.
-            warnings.simplefilter("ignore", UserWarning)
-            return tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
-
-    @torch.no_grad()
-    def compute_logits(inputs: dict[str, torch.Tensor]) -> list[float]:
-        batch_scores = model(**inputs).logits[:, -1, :]
-        true_vector = batch_scores[:, token_true_id]
-        false_vector = batch_scores[:, token_false_id]
-        batch_scores = torch.stack([false_vector, true_vector], dim=1)
-        batch_scores = torch.nn.functional.log_softmax(batch_scores, dim=1)
-        return batch_scores[:, 1].exp().tolist()
-
-    pairs = [format_instruction(instruction, query, doc) for doc in documents]
-    return np.array(compute_logits(process_inputs(pairs)), dtype=np.float32)
 
 
 def load(path: Path, max_length: int = MAX_LENGTH, **extra: str) -> AnyReranker:
@@ -141,7 +62,7 @@ def test_qwen3_family_is_detected_and_limits_read(qwen3: AnyReranker) -> None:
 def test_qwen3_scores_equal_the_model_card_recipe(
     qwen3: AnyReranker, tiny_qwen_reranker_dir: Path
 ) -> None:
-    expected = reference_scores(tiny_qwen_reranker_dir, QUERY, DOCUMENTS)
+    expected = reference_scores(tiny_qwen_reranker_dir, QUERY, DOCUMENTS, max_length=MAX_LENGTH)
     got = scores(qwen3, QUERY, DOCUMENTS)
     assert got.dtype == np.float32 and got.shape == (len(DOCUMENTS),)
     np.testing.assert_allclose(got, expected, atol=1e-4)
@@ -153,7 +74,9 @@ def test_qwen3_instruction_is_the_request_s_or_the_configured_one(
     tiny_qwen_reranker_dir: Path, qwen3: AnyReranker
 ) -> None:
     task = "Find the city named in the question"
-    expected = reference_scores(tiny_qwen_reranker_dir, QUERY, DOCUMENTS, instruction=task)
+    expected = reference_scores(
+        tiny_qwen_reranker_dir, QUERY, DOCUMENTS, instruction=task, max_length=MAX_LENGTH
+    )
     np.testing.assert_allclose(scores(qwen3, QUERY, DOCUMENTS, task), expected, atol=1e-4)
     configured = load(tiny_qwen_reranker_dir, instruction=task)
     np.testing.assert_allclose(scores(configured, QUERY, DOCUMENTS), expected, atol=1e-4)
@@ -164,7 +87,9 @@ def test_qwen3_instruction_is_the_request_s_or_the_configured_one(
 def test_a_wrong_prompt_or_padding_side_would_fail_the_parity_test(
     variant: str, qwen3: AnyReranker, tiny_qwen_reranker_dir: Path
 ) -> None:
-    wrong = reference_scores(tiny_qwen_reranker_dir, QUERY, DOCUMENTS, WRONG[variant])
+    wrong = reference_scores(
+        tiny_qwen_reranker_dir, QUERY, DOCUMENTS, WRONG[variant], max_length=MAX_LENGTH
+    )
     assert np.abs(scores(qwen3, QUERY, DOCUMENTS) - wrong).max() > 1e-3
 
 
@@ -185,7 +110,7 @@ def test_qwen3_score_does_not_depend_on_the_batch(qwen3: AnyReranker) -> None:
 def test_qwen3_matches_with_a_tokenizer_that_appends_end_of_text(tmp_path: Path) -> None:
     # Like Qwen3-Embedding's tokenizer: the recipe keeps the appended token inside the turn.
     path = write_tiny_qwen_reranker(tmp_path / "eot", seed=1, append_eot=True)
-    expected = reference_scores(path, QUERY, DOCUMENTS)
+    expected = reference_scores(path, QUERY, DOCUMENTS, max_length=MAX_LENGTH)
     np.testing.assert_allclose(scores(load(path), QUERY, DOCUMENTS), expected, atol=1e-4)
 
 
