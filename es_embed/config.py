@@ -77,41 +77,23 @@ class ModelSettings:
     def model_id(self) -> str:
         """The served id: ``served_name``, else the hub id, else a local directory's name
         (a filesystem path is never shown to clients)."""
-        return self.served_name or served_id(self.name)
-
-
-def served_id(name: str) -> str:
-    """A hub id as it is; a local directory by its name (never a path shown to clients)."""
-    bare = name.rstrip("/\\")
-    if os.path.isabs(bare) or bare.startswith((".", "~")) or Path(bare).is_dir():
-        return Path(bare).name or name
-    return name
+        if self.served_name:
+            return self.served_name
+        name = self.name.rstrip("/\\")
+        if os.path.isabs(name) or name.startswith((".", "~")) or Path(name).is_dir():
+            return Path(name).name or self.name
+        return self.name
 
 
 @dataclass(frozen=True)
 class RerankerSettings:
-    name: str | None = setting(
-        None, "Reranker: Hugging Face hub id or local directory; empty = no reranker."
-    )
+    name: str | None = setting(None, "Reranker: hub id or local directory; empty = none.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
         "auto", "auto = bfloat16 on CUDA, float32 on CPU."
     )
-    max_length: int = setting(
-        8192, "Most tokens per query-document pair, prompt included (capped at the model's)."
-    )
-    instruction: str = setting(
-        DEFAULT_QUERY_TASK, "Qwen3-Reranker's <Instruct> text; overridable per request."
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.name)
-
-    @property
-    def model_id(self) -> str:
-        """The id /v1/rerank and /v1/models serve (a local directory by its name)."""
-        return served_id(self.name or "")
+    max_length: int = setting(8192, "Most tokens per pair, prompt included (capped: model's).")
+    instruction: str = setting(DEFAULT_QUERY_TASK, "Qwen3-Reranker's <Instruct>; per request too.")
 
 
 @dataclass(frozen=True)
@@ -146,6 +128,12 @@ class ElasticsearchSettings:
     ssl_assert_fingerprint: str | None = setting(None, "SHA-256 fingerprint of the node's cert.")
     verify_certs: bool = setting(True, "Verify TLS certificates.")
     request_timeout: float = setting(30.0, "Seconds before an Elasticsearch request times out.")
+    search_api_key: str | None = setting(
+        None,
+        "API key /v1/search runs with (encoded form; `es-embed setup --search-key` makes one "
+        "that may only read the configured indices); none = the credentials above.",
+        secret=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,6 +143,13 @@ class FollowSettings:
     page_size: int = setting(256, "Documents read and written per page.")
     state_index: str = setting("es-embed-state", "Index holding per-shard checkpoints.")
     max_backoff: float = setting(30.0, "Longest wait between retries while Elasticsearch is down.")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    allow_scripts: bool = setting(
+        False, "Let /v1/search filters run scripts (script, script_score, function_score)."
+    )
 
 
 @dataclass(frozen=True)
@@ -180,6 +175,7 @@ class Settings:
     batching: BatchSettings = field(default_factory=BatchSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     follow: FollowSettings = field(default_factory=FollowSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     indices: tuple[IndexSettings, ...] = ()
 
     def index(self, name: str) -> IndexSettings:
@@ -197,6 +193,7 @@ _SECTIONS: dict[str, type] = {
     "batching": BatchSettings,
     "elasticsearch": ElasticsearchSettings,
     "follow": FollowSettings,
+    "search": SearchSettings,
 }
 
 
@@ -352,7 +349,6 @@ def _validate(s: Settings) -> None:
         ("server.max_body_bytes", s.server.max_body_bytes),
         ("server.max_inputs", s.server.max_inputs),
         ("model.max_length", s.model.max_length),
-        ("reranker.max_length", s.reranker.max_length),
         ("batching.max_batch_tokens", s.batching.max_batch_tokens),
         ("batching.max_batch_size", s.batching.max_batch_size),
         ("batching.query_queue", s.batching.query_queue),

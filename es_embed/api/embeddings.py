@@ -16,7 +16,6 @@ a tokenizer would fail on them), token-id arrays (this server embeds text only).
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from es_embed import strict_json
 from es_embed.api.keys import SERVICE, SETTINGS
 from es_embed.config import ModelSettings
 from es_embed.embed.protocol import InputType
@@ -44,7 +44,8 @@ class EmbeddingRequest:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; 413 past client_max_size (raised by aiohttp), 400 for bad bytes."""
+    """The body as JSON; 413 past client_max_size (raised by aiohttp), 400 for bad bytes,
+    bad JSON, or JSON no handler can use (``strict_json``), naming the field."""
     body = await request.read()
     try:
         text = body.decode("utf-8")
@@ -53,14 +54,8 @@ async def read_json(request: web.Request) -> Any:
             f"the request body is not valid UTF-8 (byte {exc.start}: {body[exc.start]:#04x})",
             code="invalid_json",
         ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise invalid(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-            f"{exc.colno}",
-            code="invalid_json",
-        ) from None
+    # Bounded: depth, number size, finite floats, valid Unicode; errors name the field.
+    return strict_json.parse(text)
 
 
 def type_name(value: Any) -> str:
@@ -177,9 +172,11 @@ def parse_request(
 
 
 def check_instruction(value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
         raise invalid("instruction must be a non-empty string", "instruction")
-    return value
+    return valid_unicode(value, "instruction")
 
 
 def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:

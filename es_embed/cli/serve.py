@@ -120,7 +120,7 @@ async def serve(app: web.Application, settings: Settings) -> int:
     )
     try:
         log.info("loading model %s", settings.model.name)
-        if settings.reranker.enabled:
+        if settings.reranker.name:
             log.info("loading reranker %s", settings.reranker.name)
         await runner.setup()  # cleanup_ctx: model, Elasticsearch client, followers
         await web.TCPSite(runner, settings.server.host, settings.server.port).start()

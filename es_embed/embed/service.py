@@ -382,7 +382,7 @@ async def embedding_service(
         from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
 
         encoder = await asyncio.to_thread(load_encoder, settings.model)
-    if reranker is None and with_reranker and settings.reranker.enabled:
+    if reranker is None and with_reranker and settings.reranker.name:
         from es_embed.embed.rerank import load_reranker
 
         reranker = await asyncio.to_thread(load_reranker, settings.reranker)

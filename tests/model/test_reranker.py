@@ -188,6 +188,11 @@ def test_an_activation_es_embed_cannot_reproduce_is_refused(
         load(path)
 
 
+def test_a_length_leaving_no_room_is_refused(tiny_qwen_reranker_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^reranker\.max_length: 100 leaves no room"):
+        load(tiny_qwen_reranker_dir, max_length=100)  # the prompt alone is about 150 tokens
+
+
 def test_bad_device_and_missing_model_name_the_reranker_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^reranker\.device: "):
         load_reranker(RerankerSettings(name=str(tmp_path), device="tpu"))

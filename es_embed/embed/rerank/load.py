@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from es_embed.config import ConfigError, RerankerSettings
+from es_embed.config import ConfigError, ModelSettings, RerankerSettings
 from es_embed.embed.encoder import (
     NonFiniteOutputError,
     dtype_name,
@@ -87,7 +87,9 @@ def _info(
     device: torch.device,
     dtype: torch.dtype,
 ) -> RerankerInfo:
-    return RerankerInfo(settings.model_id, family, max_length, str(device), dtype_name(dtype))
+    # Served as the embedding model is: a hub id as it is, a local directory by its name.
+    served = ModelSettings(name=str(settings.name)).model_id
+    return RerankerInfo(served, family, max_length, str(device), dtype_name(dtype))
 
 
 def _load_qwen3(
