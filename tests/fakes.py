@@ -54,7 +54,7 @@ class FakeEncoder:
         for text in texts:
             ids = [self._word_id(w) for w in WORD.findall(text.lower())] or [0]
             ids.append(1)  # an end-of-text token, as Qwen3's tokenizer appends
-            cut = ids[: self._info.max_length]
+            cut = ids[: self.info.max_length]
             out.append(Tokenized(ids=tuple(cut), original_length=len(ids)))
         return out
 
@@ -120,14 +120,10 @@ class FakeReranker:
         model_id: str = "fake-reranker",
         seconds_per_token: float = 0.0,
     ) -> None:
-        self._info = RerankerInfo(model_id, family, max_length, "cpu", "float32")
+        self.info = RerankerInfo(model_id, family, max_length, "cpu", "float32")
         self.seconds_per_token = seconds_per_token
         self.batches: list[int] = []
         self.failure: BaseException | None = None
-
-    @property
-    def info(self) -> RerankerInfo:
-        return self._info
 
     def tokenize_pairs(
         self, query: str, documents: Sequence[str], instruction: str | None = None
@@ -141,7 +137,7 @@ class FakeReranker:
                 *(FakeEncoder._word_id(w) for w in WORD.findall(doc.lower())),
                 self.SEPARATOR,
             )
-            out.append(Tokenized(ids=ids[: self._info.max_length], original_length=len(ids)))
+            out.append(Tokenized(ids=ids[: self.info.max_length], original_length=len(ids)))
         return out
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -108,17 +108,14 @@ def write_tiny_tokenizer(
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def write_tiny_qwen(path: Path, seed: int = 0, embedding_scale: float | None = None) -> Path:
-    """Write a random two-layer Qwen3 (hidden 64) and its tokenizer into ``path``."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+def tiny_qwen3_config(path: Path, **extra: object) -> Any:
+    """A two-layer Qwen3 (hidden 64) for the tokenizer saved in ``path``."""
+    from transformers import AutoTokenizer, Qwen3Config
 
-    path.mkdir(parents=True, exist_ok=True)
-    write_tiny_tokenizer(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
     assert isinstance(eot_id, int)
-    config = Qwen3Config(
+    return Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -133,7 +130,18 @@ def write_tiny_qwen(path: Path, seed: int = 0, embedding_scale: float | None = N
         bos_token_id=eot_id,
         eos_token_id=eot_id,
         tie_word_embeddings=False,
+        **extra,
     )
+
+
+def write_tiny_qwen(path: Path, seed: int = 0, embedding_scale: float | None = None) -> Path:
+    """Write a random two-layer Qwen3 (hidden 64) and its tokenizer into ``path``."""
+    import torch
+    from transformers import Qwen3Model
+
+    path.mkdir(parents=True, exist_ok=True)
+    write_tiny_tokenizer(path)
+    config = tiny_qwen3_config(path)
     torch.manual_seed(seed)
     model = Qwen3Model(config).eval()
     if embedding_scale is not None:

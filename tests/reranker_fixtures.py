@@ -14,36 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.model_fixtures import EOT, minilm_path, write_tiny_tokenizer
+from tests.model_fixtures import minilm_path, tiny_qwen3_config, write_tiny_tokenizer
 
 # Training text that makes the answer words single tokens, as they are in Qwen's vocabulary.
 ANSWER_TEXT = tuple(["yes", "no", 'Note that the answer can only be "yes" or "no".'] * 8)
+# Two layers of width 32; max_position_embeddings stays BERT's 512.
+TINY_BERT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "initializer_range": 0.2,
+}
 
 
 def write_tiny_qwen_reranker(path: Path, seed: int = 0, append_eot: bool = False) -> Path:
     import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
     write_tiny_tokenizer(path, extra_text=ANSWER_TEXT, append_eot=append_eot)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    eot_id = tokenizer.convert_tokens_to_ids(EOT)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=2048,
-        initializer_range=0.5,  # texts must get clearly different hidden states
-        bos_token_id=eot_id,
-        eos_token_id=eot_id,
-        pad_token_id=eot_id,
-        tie_word_embeddings=False,
-        architectures=["Qwen3ForCausalLM"],
-    )
+    config = tiny_qwen3_config(path, architectures=["Qwen3ForCausalLM"])
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config).eval()
     with torch.no_grad():
@@ -62,16 +53,7 @@ def write_tiny_cross_encoder(path: Path, seed: int = 0) -> Path:
     raw.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     tokenizer.save_pretrained(str(raw))
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        num_labels=1,
-        initializer_range=0.2,
-    )
+    config = BertConfig(vocab_size=len(tokenizer), num_labels=1, **TINY_BERT)
     torch.manual_seed(seed)
     BertForSequenceClassification(config).eval().save_pretrained(str(raw))
     saved = path / "cross-encoder"

@@ -76,14 +76,7 @@ def parse_input(value: Any, max_inputs: int) -> list[str]:
     )
     if isinstance(value, str):
         return [check_text(value, "input")]
-    if not isinstance(value, list):
-        raise invalid(
-            f"input must be a string or a list of strings, got {type_name(value)}", "input"
-        )
-    if not value:
-        raise invalid("input is an empty list; send at least one string", "input")
-    if len(value) > max_inputs:
-        raise too_many("input", len(value), max_inputs)
+    check_list(value, "input", max_inputs, "a string or a list of strings", "one string")
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value) or all(
         isinstance(v, list) for v in value
     ):
@@ -94,6 +87,16 @@ def parse_input(value: Any, max_inputs: int) -> list[str]:
             raise invalid(f"input[{i}] must be a string, got {type_name(item)}", f"input[{i}]")
         texts.append(check_text(item, f"input[{i}]"))
     return texts
+
+
+def check_list(value: Any, param: str, max_inputs: int, expected: str, least: str) -> None:
+    """A non-empty list of at most ``server.max_inputs`` items (413 above)."""
+    if not isinstance(value, list):
+        raise invalid(f"{param} must be {expected}, got {type_name(value)}", param)
+    if not value:
+        raise invalid(f"{param} is an empty list; send at least {least}", param)
+    if len(value) > max_inputs:
+        raise too_many(param, len(value), max_inputs)
 
 
 def too_many(param: str, n: int, max_inputs: int) -> EmbedError:

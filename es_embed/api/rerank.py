@@ -26,10 +26,10 @@ from aiohttp import web
 from es_embed.api.embeddings import (
     check_fields,
     check_instruction,
+    check_list,
     check_model,
     check_text,
     read_json,
-    too_many,
     type_name,
 )
 from es_embed.api.keys import SERVICE, SETTINGS
@@ -77,14 +77,7 @@ def parse_rerank(body: Any, info: RerankerInfo | None, max_inputs: int) -> Reran
 
 
 def _texts(documents: Any, max_inputs: int) -> list[str]:
-    if not isinstance(documents, list):
-        raise invalid(
-            f"documents must be a list of strings, got {type_name(documents)}", "documents"
-        )
-    if not documents:
-        raise invalid("documents is an empty list; send at least one document", "documents")
-    if len(documents) > max_inputs:
-        raise too_many("documents", len(documents), max_inputs)
+    check_list(documents, "documents", max_inputs, "a list of strings", "one document")
     return [_text(doc, f"documents[{i}]") for i, doc in enumerate(documents)]
 
 

@@ -27,6 +27,7 @@ DOCUMENTS = [
     "Elasticsearch stores documents and finds them with BM25 and dense vectors. " * 12,
     "Ünïcödé café and 日本語 text with numbers 3.14 and 2025",
 ]
+ST_CONFIG = "config_sentence_transformers.json"
 MAX_LENGTH = 240  # cuts the long document (prompt about 150 tokens + ~170 of document)
 
 
@@ -139,15 +140,19 @@ def test_cross_encoder_scores_equal_cross_encoder_predict(tiny_cross_encoder_dir
     assert len(tokens[-1].ids) == 512
 
 
+def edited_copy(source: Path, target: Path, file: str, **changes: object) -> Path:
+    """A copy of a model directory with some keys of one of its JSON files changed."""
+    shutil.copytree(source, target)
+    data = json.loads((target / file).read_text())
+    (target / file).write_text(json.dumps({**data, **changes}))
+    return target
+
+
 def test_cross_encoder_activation_comes_from_its_files(
     tiny_cross_encoder_dir: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "identity"
-    shutil.copytree(tiny_cross_encoder_dir, path)
-    st_file = path / "config_sentence_transformers.json"
-    st_config = json.loads(st_file.read_text())
-    st_config["activation_fn"] = "torch.nn.modules.linear.Identity"
-    st_file.write_text(json.dumps(st_config))
+    identity = "torch.nn.modules.linear.Identity"
+    path = edited_copy(tiny_cross_encoder_dir, tmp_path / "id", ST_CONFIG, activation_fn=identity)
     got = scores(load(path), QUERY, DOCUMENTS)
     np.testing.assert_allclose(got, cross_encoder_predict(path, QUERY, DOCUMENTS), atol=1e-4)
     sigmoid = scores(load(tiny_cross_encoder_dir), QUERY, DOCUMENTS)
@@ -165,12 +170,11 @@ def test_an_embedding_model_is_refused_naming_the_setting(tiny_qwen_dir: Path) -
 def test_a_classifier_with_two_labels_is_refused(
     tmp_path: Path, tiny_cross_encoder_dir: Path
 ) -> None:
-    path = tmp_path / "two-labels"
-    shutil.copytree(tiny_cross_encoder_dir, path)
-    config = json.loads((path / "config.json").read_text())
-    config["id2label"] = {"0": "LABEL_0", "1": "LABEL_1"}
-    config["label2id"] = {"LABEL_0": 0, "LABEL_1": 1}
-    (path / "config.json").write_text(json.dumps(config))
+    labels = {
+        "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+        "label2id": {"LABEL_0": 0, "LABEL_1": 1},
+    }
+    path = edited_copy(tiny_cross_encoder_dir, tmp_path / "two", "config.json", **labels)
     with pytest.raises(ConfigError, match=r"reranker\.name: .*2 labels"):
         load(path)
 
@@ -178,12 +182,8 @@ def test_a_classifier_with_two_labels_is_refused(
 def test_an_activation_es_embed_cannot_reproduce_is_refused(
     tmp_path: Path, tiny_cross_encoder_dir: Path
 ) -> None:
-    path = tmp_path / "softplus"
-    shutil.copytree(tiny_cross_encoder_dir, path)
-    st_file = path / "config_sentence_transformers.json"
-    st_config = json.loads(st_file.read_text())
-    st_config["activation_fn"] = "torch.nn.modules.activation.Softplus"
-    st_file.write_text(json.dumps(st_config))
+    softplus = "torch.nn.modules.activation.Softplus"
+    path = edited_copy(tiny_cross_encoder_dir, tmp_path / "sp", ST_CONFIG, activation_fn=softplus)
     with pytest.raises(ConfigError, match=r"reranker\.name: activation .*Softplus"):
         load(path)
 

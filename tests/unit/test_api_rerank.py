@@ -4,13 +4,19 @@ answer's shape, and every refusal the embeddings route also makes."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.api_support import Client, api_client, error_of, make_settings
+from tests.api_support import (
+    Client,
+    api_client,
+    assert_refusal,
+    error_of,
+    make_settings,
+    until_queued,
+)
 from tests.fakes import FakeReranker
 
 QUERY = "capital of france"
@@ -162,15 +168,7 @@ async def test_bad_input_is_refused_naming_the_field(
     settings = make_settings(server={"max_inputs": 4})
     async with api_client(settings, reranker=FakeReranker()) as c:
         error = await error_of(await c.post("/v1/rerank", json=body), status)
-    assert error["param"] == param
-    for word in words:
-        assert word in error["message"], (word, error["message"])
-    expected_type = {
-        400: "invalid_request_error",
-        404: "not_found_error",
-        413: "invalid_request_error",
-    }
-    assert error["type"] == expected_type[status]
+    assert_refusal(error, status, param, words)
 
 
 async def test_malformed_body_is_400(client: Client) -> None:
@@ -235,12 +233,7 @@ async def test_full_query_lane_is_429_with_retry_after() -> None:
         first = asyncio.create_task(
             c.post("/v1/rerank", json={"query": "q", "documents": documents})
         )
-        for _ in range(500):
-            metrics = await (await c.get("/metrics")).text()
-            depth = re.search(r'es_embed_queue_depth\{lane="query"\} (\d+)', metrics)
-            if depth and int(depth.group(1)) > 0:
-                break
-            await asyncio.sleep(0.01)
+        await until_queued(c, "query")
         resp = await c.post("/v1/rerank", json={"query": "q", "documents": ["x", "y"]})
         error = await error_of(resp, 429)
         assert resp.headers["Retry-After"] == "3"

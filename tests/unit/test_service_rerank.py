@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.metrics import Registry
 from tests.fakes import FakeEncoder, FakeReranker
+
+M = TypeVar("M", FakeEncoder, FakeReranker)
 
 
 def queue_of(kinds: str) -> deque[Item]:
@@ -46,35 +49,26 @@ def test_pairs_passed_over_keep_their_order_and_the_oldest_leads() -> None:
 
 
 class Recorder:
-    """A shared log of forward passes, by model, across an encoder and a reranker; the first
-    reranker batch blocks until ``gate`` is set, so the test can queue work behind it."""
+    """A shared log of forward passes, by model, across an encoder and a reranker; a gated
+    model's passes block until ``gate`` is set, so the test can queue work behind them."""
 
     def __init__(self) -> None:
         self.log: list[tuple[str, int]] = []
         self.entered = threading.Event()
         self.gate = threading.Event()
 
+    def watch(self, model: M, name: str, gated: bool = False) -> M:
+        inner = model.forward
 
-class LoggedEncoder(FakeEncoder):
-    def __init__(self, recorder: Recorder) -> None:
-        super().__init__()
-        self.recorder = recorder
+        def forward(batch: Sequence[Tokenized]) -> np.ndarray:
+            self.log.append((name, len(batch)))
+            if gated:
+                self.entered.set()
+                self.gate.wait(10)
+            return inner(batch)
 
-    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        self.recorder.log.append(("embed", len(batch)))
-        return super().forward(batch)
-
-
-class GatedReranker(FakeReranker):
-    def __init__(self, recorder: Recorder) -> None:
-        super().__init__()
-        self.recorder = recorder
-
-    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        self.recorder.log.append(("rerank", len(batch)))
-        self.recorder.entered.set()
-        self.recorder.gate.wait(10)
-        return super().forward(batch)
+        model.forward = forward  # type: ignore[method-assign]
+        return model
 
 
 async def started(
@@ -96,7 +90,8 @@ async def started(
 
 async def test_an_embedding_query_waits_for_at_most_the_rerank_batch_in_flight() -> None:
     recorder = Recorder()
-    svc = await started(GatedReranker(recorder), LoggedEncoder(recorder), max_batch_size=2)
+    reranker = recorder.watch(FakeReranker(), "rerank", gated=True)
+    svc = await started(reranker, recorder.watch(FakeEncoder(), "embed"), max_batch_size=2)
     try:
         first = asyncio.create_task(svc.rerank("q", ["a", "b"]))
         await asyncio.to_thread(recorder.entered.wait, 5)  # a rerank batch is in flight

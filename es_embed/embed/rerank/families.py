@@ -46,7 +46,30 @@ def qwen3_pair_text(instruction: str, query: str, document: str) -> str:
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
 
 
-class Qwen3Reranker:
+class PairModel:
+    """What both families hold: the model, a private tokenizer copy, the served info."""
+
+    def __init__(self, model: Any, tokenizer: Tokenizer, info: RerankerInfo) -> None:
+        self._model = model
+        self._tok = tokenizer
+        self._info = info
+        self._device = torch.device(info.device)
+
+    @property
+    def info(self) -> RerankerInfo:
+        return self._info
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self._device)
+
+    def _inputs(self, batch: Sequence[Tokenized], pad_id: int, *, left: bool) -> dict[str, Any]:
+        return {
+            "input_ids": self._tensor(pad_ids(batch, pad_id, left=left)),
+            "attention_mask": self._tensor(attention_mask(batch, left=left)),
+        }
+
+
+class Qwen3Reranker(PairModel):
     """P(yes) of Qwen3-Reranker for each pair."""
 
     def __init__(
@@ -61,21 +84,14 @@ class Qwen3Reranker:
         answer_ids: tuple[int, int],
         pad_id: int,
     ) -> None:
-        self._model = model
-        self._tok = tokenizer
-        self._info = info
+        super().__init__(model, tokenizer, info)
         self._instruction = instruction
         self._head = tuple(head)  # the prompt's prefix, then the tokenizer's own leading specials
         self._tail = tuple(tail)  # the tokenizer's own trailing specials, then the prompt's suffix
         self._no, self._yes = answer_ids
         self._pad_id = pad_id
-        self._device = torch.device(info.device)
         # Only the last position's logits are read: skip the vocabulary projection elsewhere.
         self._keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
-
-    @property
-    def info(self) -> RerankerInfo:
-        return self._info
 
     def tokenize_pairs(
         self, query: str, documents: Sequence[str], instruction: str | None = None
@@ -95,16 +111,11 @@ class Qwen3Reranker:
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:
             return np.zeros(0, dtype=np.float32)
-        # Left padding puts every pair's last token in the last column, where the answer is read.
-        ids = pad_ids(batch, self._pad_id, left=True)
-        mask = attention_mask(batch, left=True)
         with torch.inference_mode():
-            attention = torch.from_numpy(mask).to(self._device)
-            kwargs: dict[str, Any] = {
-                "input_ids": torch.from_numpy(ids).to(self._device),
-                "attention_mask": attention,
-                "position_ids": real_positions(attention),
-            }
+            # Left padding puts every pair's last token in the last column, where the answer
+            # is read; real positions keep a pair's score independent of its batch.
+            kwargs = self._inputs(batch, self._pad_id, left=True)
+            kwargs["position_ids"] = real_positions(kwargs["attention_mask"])
             if self._keep_last:
                 kwargs["logits_to_keep"] = 1
             last = self._model(**kwargs).logits[:, -1, :]
@@ -113,7 +124,7 @@ class Qwen3Reranker:
         return _checked(scores, self._info)
 
 
-class CrossEncoderReranker:
+class CrossEncoderReranker(PairModel):
     """A sequence-classification model's one logit per pair, through its declared activation."""
 
     def __init__(
@@ -127,22 +138,15 @@ class CrossEncoderReranker:
         pad_type_id: int,
         pass_type_ids: bool,
     ) -> None:
-        self._model = model
-        self._tok = tokenizer
+        super().__init__(model, tokenizer, info)
         # A second copy that truncates like CrossEncoder's tokenizer call; the first one tells
         # the original length, which truncation would hide.
         self._cut = Tokenizer.from_str(tokenizer.to_str())
         self._cut.enable_truncation(info.max_length, strategy="longest_first")
-        self._info = info
         self._activation = activation
         self._pad_id = pad_id
         self._pad_type_id = pad_type_id
         self._pass_type_ids = pass_type_ids
-        self._device = torch.device(info.device)
-
-    @property
-    def info(self) -> RerankerInfo:
-        return self._info
 
     def tokenize_pairs(
         self, query: str, documents: Sequence[str], instruction: str | None = None
@@ -163,17 +167,12 @@ class CrossEncoderReranker:
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         if not batch:
             return np.zeros(0, dtype=np.float32)
-        # Right padding keeps absolute position embeddings where they were trained (BERT).
-        ids = pad_ids(batch, self._pad_id, left=False)
-        mask = attention_mask(batch, left=False)
         with torch.inference_mode():
-            kwargs: dict[str, Any] = {
-                "input_ids": torch.from_numpy(ids).to(self._device),
-                "attention_mask": torch.from_numpy(mask).to(self._device),
-            }
+            # Right padding keeps absolute position embeddings where they were trained (BERT).
+            kwargs = self._inputs(batch, self._pad_id, left=False)
             if self._pass_type_ids:
                 types = pad_rows([t.type_ids or () for t in batch], self._pad_type_id, left=False)
-                kwargs["token_type_ids"] = torch.from_numpy(types).to(self._device)
+                kwargs["token_type_ids"] = self._tensor(types)
             logits = self._model(**kwargs).logits.float()  # [n, 1], upcast as predict does
             scores = self._activation(logits).squeeze(-1)
         return _checked(scores, self._info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,6 +55,29 @@ def detect_family(config: Any, name: str) -> RerankerFamily:
     )
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What both families load the same way, before their own parts."""
+
+    settings: RerankerSettings
+    name: str
+    config: Any
+    hf_tokenizer: Any
+    tokenizer: Tokenizer  # the private Rust copy (tokenisation off the model thread)
+    device: torch.device
+    dtype: torch.dtype
+
+    def info(self, family: RerankerFamily, max_length: int) -> RerankerInfo:
+        # Served as the embedding model is: a hub id as it is, a local directory by its name.
+        served = ModelSettings(name=self.name).model_id
+        return RerankerInfo(served, family, max_length, str(self.device), dtype_name(self.dtype))
+
+    def weights(self, auto_class: Any) -> Any:
+        return load_pretrained(
+            auto_class, self.name, self.config, self.device, self.dtype, section=SECTION
+        )
+
+
 def load_reranker(settings: RerankerSettings) -> AnyReranker:
     """Load the configured reranker, detect its family, and self-check it."""
     name = settings.name
@@ -63,12 +87,10 @@ def load_reranker(settings: RerankerSettings) -> AnyReranker:
     dtype = resolve_dtype(settings.dtype, device, SECTION)
     config, hf_tokenizer = load_config_and_tokenizer(name, section=SECTION)
     family = detect_family(config, name)
-    tokenizer = private_tokenizer(hf_tokenizer)
-    reranker: AnyReranker
-    if family == "qwen3":
-        reranker = _load_qwen3(settings, config, hf_tokenizer, tokenizer, device, dtype)
-    else:
-        reranker = _load_cross_encoder(settings, config, hf_tokenizer, tokenizer, device, dtype)
+    parts = Parts(
+        settings, name, config, hf_tokenizer, private_tokenizer(hf_tokenizer), device, dtype
+    )
+    reranker = _load_qwen3(parts) if family == "qwen3" else _load_cross_encoder(parts)
     log.info(
         "reranker %s: %s family, max %d tokens per pair, %s on %s",
         reranker.info.model_id,
@@ -80,29 +102,10 @@ def load_reranker(settings: RerankerSettings) -> AnyReranker:
     return _self_check(reranker, settings)
 
 
-def _info(
-    settings: RerankerSettings,
-    family: RerankerFamily,
-    max_length: int,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> RerankerInfo:
-    # Served as the embedding model is: a hub id as it is, a local directory by its name.
-    served = ModelSettings(name=str(settings.name)).model_id
-    return RerankerInfo(served, family, max_length, str(device), dtype_name(dtype))
-
-
-def _load_qwen3(
-    settings: RerankerSettings,
-    config: Any,
-    hf_tokenizer: Any,
-    tokenizer: Tokenizer,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> Qwen3Reranker:
+def _load_qwen3(parts: Parts) -> Qwen3Reranker:
     from transformers import AutoModelForCausalLM
 
-    name = str(settings.name)
+    name, tokenizer, config = parts.name, parts.tokenizer, parts.config
     yes, no = tokenizer.token_to_id("yes"), tokenizer.token_to_id("no")
     if yes is None or no is None:
         raise ConfigError(
@@ -112,18 +115,18 @@ def _load_qwen3(
     opening, closing = tokenizer_specials(tokenizer, name, SECTION)
     head = [*tokenizer.encode(QWEN3_PREFIX, add_special_tokens=False).ids, *opening]
     tail = [*closing, *tokenizer.encode(QWEN3_SUFFIX, add_special_tokens=False).ids]
+    fixed = len(head) + len(tail)
     max_length = token_limit(
-        settings.max_length, config, hf_tokenizer, None, len(head) + len(tail), SECTION
+        parts.settings.max_length, config, parts.hf_tokenizer, None, fixed, SECTION
     )
     if hasattr(config, "use_cache"):
         config.use_cache = False  # one forward pass per pair: a KV cache only costs memory
-    net = load_pretrained(AutoModelForCausalLM, name, config, device, dtype, section=SECTION)
-    pad_id = hf_tokenizer.pad_token_id
+    pad_id = parts.hf_tokenizer.pad_token_id
     return Qwen3Reranker(
-        net,
+        parts.weights(AutoModelForCausalLM),
         tokenizer,
-        _info(settings, "qwen3", max_length, device, dtype),
-        instruction=settings.instruction,
+        parts.info("qwen3", max_length),
+        instruction=parts.settings.instruction,
         head=head,
         tail=tail,
         answer_ids=(no, yes),
@@ -131,17 +134,10 @@ def _load_qwen3(
     )
 
 
-def _load_cross_encoder(
-    settings: RerankerSettings,
-    config: Any,
-    hf_tokenizer: Any,
-    tokenizer: Tokenizer,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> CrossEncoderReranker:
+def _load_cross_encoder(parts: Parts) -> CrossEncoderReranker:
     from transformers import AutoModelForSequenceClassification
 
-    name = str(settings.name)
+    name, config, hf_tokenizer = parts.name, parts.config, parts.hf_tokenizer
     if getattr(config, "num_labels", 1) != 1:
         raise ConfigError(
             f"{SECTION}.name: {name!r} has {config.num_labels} labels; a reranker needs one "
@@ -151,20 +147,17 @@ def _load_cross_encoder(
     files = _cross_encoder_files(directory)
     declared = files.get("max_seq_length")
     max_length = token_limit(
-        settings.max_length,
+        parts.settings.max_length,
         config,
         hf_tokenizer,
         declared if isinstance(declared, int) and declared > 0 else None,
         hf_tokenizer.num_special_tokens_to_add(pair=True),
         SECTION,
     )
-    net = load_pretrained(
-        AutoModelForSequenceClassification, name, config, device, dtype, section=SECTION
-    )
     return CrossEncoderReranker(
-        net,
-        tokenizer,
-        _info(settings, "cross-encoder", max_length, device, dtype),
+        parts.weights(AutoModelForSequenceClassification),
+        parts.tokenizer,
+        parts.info("cross-encoder", max_length),
         activation=_activation(files.get("activation_fn"), config, name),
         pad_id=hf_tokenizer.pad_token_id or 0,
         pad_type_id=int(getattr(hf_tokenizer, "pad_token_type_id", 0) or 0),
