@@ -9,8 +9,10 @@ Any other field is a 400 naming it, so a misspelt option is never silently ignor
 
 Text policy: every Unicode string is text, control characters and NUL included (they are
 valid JSON, tokenizers map them like any character, and refusing them would break documents
-pasted from PDFs). Refused: empty strings, lone surrogates (``"\\ud800"``: not encodable,
-a tokenizer would fail on them), token-id arrays (this server embeds text only).
+pasted from PDFs). Refused: empty and blank strings (every character a space or control
+character, ``indices.document.is_blank``: the follower treats such a field as no text, and
+OpenAI answers 400 for ""), lone surrogates (``"\\ud800"``: not encodable, a tokenizer
+would fail on them), token-id arrays (this server embeds text only).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from es_embed.api.keys import SERVICE, SETTINGS
 from es_embed.config import ModelSettings
 from es_embed.embed.protocol import InputType
 from es_embed.errors import EmbedError, ErrorKind, invalid, valid_unicode
+from es_embed.indices.document import is_blank
 
 FIELDS = ("input", "model", "dimensions", "encoding_format", "user", "input_type", "instruction")
 ENCODINGS = ("float", "base64")
@@ -66,6 +69,12 @@ def type_name(value: Any) -> str:
 def check_text(text: str, param: str) -> str:
     if not text:
         raise invalid(f"{param} is an empty string; every input needs some text", param)
+    if is_blank(text):
+        raise invalid(
+            f"{param} is empty or whitespace-only; every input needs some text "
+            "(a document with no text gets no vector either)",
+            param,
+        )
     return valid_unicode(text, param)
 
 

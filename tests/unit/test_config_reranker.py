@@ -39,3 +39,10 @@ def test_bad_settings_name_the_key(tmp_path: Path, yaml: str, words: tuple[str, 
         load_settings(path, env={})
     for word in words:
         assert word in str(err.value), (word, str(err.value))
+
+
+def test_max_length_must_be_positive(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("reranker:\n  max_length: 0\n")
+    with pytest.raises(ConfigError, match=r"reranker\.max_length: must be greater than 0"):
+        load_settings(path, env={})
