@@ -20,7 +20,6 @@ from es_embed.config import (
 from es_embed.embed.service import EmbeddingService
 from es_embed.embed.shape import ModelShape
 from es_embed.errors import EmbedError
-from es_embed.indices import embedding
 from es_embed.indices.document import Passage, content_hash, doc_text, vector_doc
 from es_embed.indices.embedding import embed_docs
 from es_embed.indices.resolve import resolve_index
@@ -190,23 +189,21 @@ async def test_embed_docs_sends_every_passage_as_one_input(service: EmbeddingSer
     assert first[1].vector.shape == (target.dims,)
 
 
-async def test_embed_docs_splits_many_passages_into_bounded_requests(
-    service: EmbeddingService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(embedding, "PASSAGES_PER_REQUEST", 3)
-    calls: list[int] = []
-    real = service.embed_tokens
-
-    async def counting(tokens, dims=None):  # type: ignore[no-untyped-def]
-        calls.append(len(tokens))
-        return await real(tokens, dims)
-
-    monkeypatch.setattr(service, "embed_tokens", counting)
-    target = resolve_index(index(max_tokens=16, overlap_tokens=0), service.info.shape)
-    docs = [target.text({"text": " ".join(f"w{i}" for i in range(100))})]
-    (passages,) = await embed_docs(service, target, docs)
-    # No title: 15 words per passage (16 less the end token), 7 passages in 3 requests.
-    assert len(passages) == 7 and calls == [3, 3, 1]  # type: ignore[arg-type]
+async def test_a_document_with_more_passages_than_the_lane_admits_is_embedded() -> None:
+    # bulk_queue 8: a request of 15 passages would be refused (429) forever; the service
+    # sends them in requests of bulk_queue // 4.
+    encoder = FakeEncoder()
+    svc = EmbeddingService(encoder, BatchSettings(bulk_queue=8), ModelSettings(name="fake"))
+    await svc.start()
+    try:
+        target = resolve_index(index(max_tokens=16, overlap_tokens=0), svc.info.shape)
+        docs = [target.text({"text": " ".join(f"w{i}" for i in range(225))}),
+                target.text({"text": "short"})]  # fmt: skip
+        long, short = await embed_docs(svc, target, docs)
+        assert len(long) == 15 and len(short) == 1  # type: ignore[arg-type]
+        assert encoder.batches and max(encoder.batches) <= 2 and encoder.encoded_inputs == 16
+    finally:
+        await svc.stop()
 
 
 async def test_one_vector_indices_embed_as_before(service: EmbeddingService) -> None:
