@@ -7,9 +7,10 @@ client and embedding service) and stores it under ``SEARCHER``. With
 Elasticsearch refuses any read outside them even if a filter got past the boundary check.
 
 Request: ``{index, query, mode, fusion, k, from, filter, weights, source, window,
-rank_constant, num_candidates}`` (only index and query are required).
+rank_constant, num_candidates, passages}`` (only index and query are required).
 Answer: ``{hits: [{_index, _id, _score, _source, legs: {bm25: {rank, score}, knn: {rank,
-score}}}], took_ms, embed_ms}``. Unknown index: 404 naming it; a bad field: 400 naming it.
+score}}}], took_ms, embed_ms}``; on an index with passages each hit of a kNN or hybrid
+search also carries ``passages: [{text, score, start, end}]``, best first. Unknown index: 404 naming it; a bad field: 400 naming it.
 """
 
 from __future__ import annotations
