@@ -10,7 +10,8 @@ Request: ``{index, query, mode, fusion, k, from, filter, weights, source, window
 rank_constant, num_candidates, passages}`` (only index and query are required).
 Answer: ``{hits: [{_index, _id, _score, _source, legs: {bm25: {rank, score}, knn: {rank,
 score}}}], took_ms, embed_ms}``; on an index with passages each hit of a kNN or hybrid
-search also carries ``passages: [{text, score, start, end}]``, best first. Unknown index: 404 naming it; a bad field: 400 naming it.
+search also carries ``passages: [{text, score, start, end}]``, best first. Unknown index:
+404 naming it; a bad field: 400 naming it.
 """
 
 from __future__ import annotations
