@@ -31,6 +31,17 @@ STATE_INDEX_BODY: dict[str, Any] = {
 }
 
 
+# Shard leases (follow/leases.py): a shard's lease lives in its checkpoint document, and each
+# replica keeps a heartbeat document (kind "replica") per followed index.
+LEASE_PROPERTIES: dict[str, Any] = {
+    "kind": {"type": "keyword"},
+    "owner": {"type": "keyword"},  # the replica holding the lease; null when handed back
+    "expires_at": {"type": "date", "format": "epoch_millis"},
+    "renewed_at": {"type": "date", "format": "epoch_millis"},
+}
+STATE_INDEX_BODY["mappings"]["properties"].update(LEASE_PROPERTIES)
+
+
 def state_id(uuid: str, shard: int) -> str:
     return f"{uuid}:{shard}"
 
@@ -46,6 +57,11 @@ async def ensure_state_index(es: AsyncElasticsearch, name: str) -> bool:
             return False
         raise
     return True
+
+
+async def ensure_lease_fields(es: AsyncElasticsearch, name: str) -> None:
+    """Add the lease fields to a state index created before leases existed (idempotent)."""
+    await es.indices.put_mapping(index=name, properties=LEASE_PROPERTIES)
 
 
 class CheckpointStore:
