@@ -19,51 +19,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+from elasticsearch import AsyncElasticsearch
 
 from es_embed.config import FollowSettings, Settings
 from es_embed.elastic.retry import Backoff, Patience, is_transient
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow.feed import IndexGone, Progress, ShardFeed
 from es_embed.follow.leases import FencedCheckpoints, LeaseLost, ShardKey, ShardLeases
-from es_embed.follow.state import CheckpointStore, ensure_lease_fields, ensure_state_index
+from es_embed.follow.positions import ShardPosition, shard_positions
+from es_embed.follow.state import CheckpointStore, count_failures
 from es_embed.indices.resolve import IndexTarget, resolve_all
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-STATS_FILTER = [
-    "indices.*.uuid",
-    "indices.*.shards.*.routing.primary",
-    "indices.*.shards.*.seq_no.global_checkpoint",
-]
-
-
-@dataclass(frozen=True)
-class ShardPosition:
-    index: str  # concrete index
-    uuid: str
-    shard: int
-    global_checkpoint: int
-
-
-async def shard_positions(es: AsyncElasticsearch, name: str) -> list[ShardPosition]:
-    """Every primary shard behind ``name``; [] when nothing by that name exists (yet)."""
-    try:
-        resp = await es.indices.stats(
-            index=name, metric="docs", level="shards", filter_path=STATS_FILTER
-        )
-    except NotFoundError:
-        return []
-    out = []
-    for index, stats in (resp.get("indices") or {}).items():
-        for shard, copies in (stats.get("shards") or {}).items():
-            for copy in copies:
-                if copy.get("routing", {}).get("primary"):
-                    gcp = int(copy.get("seq_no", {}).get("global_checkpoint", -1))
-                    out.append(ShardPosition(index, stats["uuid"], int(shard), gcp))
-    return sorted(out, key=lambda p: (p.index, p.shard))
 
 
 @dataclass
@@ -125,6 +94,25 @@ class Follower:
             ("index",),
             known=[(self.target.name,)],
         )
+        self._m_failed = r.gauge(
+            "es_embed_follow_failed_documents",
+            "Documents on record as failed in the state index (listed by es-embed status).",
+            ("index",),
+            known=[(self.target.name,)],
+        )
+        self._failures_seen: tuple[int, int] | None = None  # (failed, recovered) last counted
+
+    async def _report_failures(self) -> None:
+        """Count the failure records again whenever this follower added or removed one."""
+        seen = (self.progress.failed, self.progress.recovered)
+        if seen == self._failures_seen:
+            return
+        try:
+            n = await count_failures(self._es, self._follow.state_index, [self.target.name])
+        except Exception:  # Elasticsearch away: keep the last value, count on a later poll
+            return
+        self._failures_seen = seen
+        self._m_failed.labels(index=self.target.name).set(n)
 
     def _report(self) -> None:
         now = self.progress.as_dict()
@@ -179,19 +167,15 @@ class Follower:
             progress=self.progress,
         )
 
+    async def _ensure_state(self) -> None:
+        await self._store.ensure([self.target.name])
+
     # ---- serve: forever -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Follow until stop(); Elasticsearch or model outages are waited out with backoff."""
         name = self.target.name
-        await self._retrying(
-            "creating the state index",
-            lambda: ensure_state_index(self._es, self._follow.state_index),
-        )
-        await self._retrying(
-            "adding lease fields to the state index",
-            lambda: ensure_lease_fields(self._es, self._follow.state_index),
-        )
+        await self._retrying("creating the state index", self._ensure_state)
         t = self.target
         log.info("following %s (%s, %d dims) as replica %s",
                  name, t.vector_field, t.dims, self._leases.replica)  # fmt: skip
@@ -209,6 +193,7 @@ class Follower:
             await self._lease_round(positions, lease_backoff)
             await self._dispatch(positions)
             self._report()
+            await self._report_failures()
             await self._sleep(self._follow.poll_interval)
 
     async def _lease_round(self, positions: list[ShardPosition], backoff: Backoff) -> None:
@@ -314,11 +299,7 @@ class Follower:
 
         ``give_up``: after failing this many seconds in a row, raise the last failure.
         """
-        await self._retrying(
-            "creating the state index",
-            lambda: ensure_state_index(self._es, self._follow.state_index),
-            give_up,
-        )
+        await self._retrying("creating the state index", self._ensure_state, give_up)
         positions = await self._retrying(
             f"reading the shards of {self.target.name}",
             lambda: shard_positions(self._es, self.target.name),

@@ -26,12 +26,19 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
 
 from es_embed.config import FollowSettings
-from es_embed.follow.state import NO_CHECKPOINT, CheckpointStore, state_id
+from es_embed.follow.positions import ShardPosition
+from es_embed.follow.state import (
+    CHECKPOINT,
+    NO_CHECKPOINT,
+    CheckpointStore,
+    ensure_state_index,
+    state_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +131,6 @@ class LeaseLost(Exception):
     """Another replica took this shard's lease: stop its feed, write nothing for it."""
 
 
-class Position(Protocol):  # follower.ShardPosition, without importing the follower
-    @property
-    def index(self) -> str: ...
-    @property
-    def uuid(self) -> str: ...
-    @property
-    def shard(self) -> int: ...
-
-
 @dataclass
 class Held:
     index: str  # the concrete index
@@ -193,7 +191,7 @@ class ShardLeases:
         held.seq_no, held.primary_term = int(resp["_seq_no"]), int(resp["_primary_term"])
 
     async def round(
-        self, positions: Sequence[Position], stop: Callable[[ShardKey], Awaitable[None]]
+        self, positions: Sequence[ShardPosition], stop: Callable[[ShardKey], Awaitable[None]]
     ) -> None:
         """Renew, read everyone's leases, then hand back and claim as ``plan`` says.
 
@@ -211,8 +209,8 @@ class ShardLeases:
             except LeaseLost:
                 log.warning("replica %s lost %s shard %d", self.replica, self.name, key[1])
                 await stop(key)
-        await self._heartbeat()
         leases, hits, alive = await self._snapshot()
+        await self._heartbeat()
         by_key = {(p.uuid, p.shard): p for p in positions}
         now = self._clock()
         decision = plan(self.replica, list(by_key), leases, alive, set(self.held), now)
@@ -240,7 +238,13 @@ class ShardLeases:
         self,
     ) -> tuple[dict[ShardKey, LeaseView], dict[ShardKey, dict[str, Any]], set[str]]:
         """(lease by shard, its search hit, replicas with a live heartbeat) of this index."""
-        await self._es.indices.refresh(index=self._state)
+        try:
+            await self._es.indices.refresh(index=self._state)
+        except NotFoundError:
+            # Lost (deleted, cluster replaced): recreate it strict before any write of ours
+            # would create it with a dynamic mapping; the next round claims afresh.
+            await ensure_state_index(self._es, self._state)
+            raise
         resp = await self._es.search(
             index=self._state,
             query={"term": {"name": self.name}},
@@ -254,12 +258,12 @@ class ShardLeases:
             if source.get("kind") == HEARTBEAT:
                 if _view(source).live(now):
                     alive.add(str(source["owner"]))
-            elif "uuid" in source and "shard" in source:
+            elif source.get("kind", CHECKPOINT) == CHECKPOINT:
                 key = (str(source["uuid"]), int(source["shard"]))
                 leases[key], hits[key] = _view(source), hit
         return leases, hits, alive
 
-    async def _claim(self, pos: Position, hit: dict[str, Any] | None) -> None:
+    async def _claim(self, pos: ShardPosition, hit: dict[str, Any] | None) -> None:
         key = (pos.uuid, pos.shard)
         stamp = self._stamp()
         try:
@@ -268,6 +272,7 @@ class ShardLeases:
                     index=self._state,
                     id=state_id(*key),
                     document={
+                        "kind": CHECKPOINT,
                         "name": self.name,
                         "index": pos.index,
                         "uuid": pos.uuid,

@@ -69,7 +69,7 @@ def split_between(*replicas: Replica, shares: tuple[float, ...]) -> Callable[[],
 async def lease_owners(env: Env) -> dict[int, str | None]:
     state = env.settings.follow.state_index
     await env.es.indices.refresh(index=state)
-    resp = await env.es.search(index=state, size=100, query={"exists": {"field": "shard"}})
+    resp = await env.es.search(index=state, size=100, query={"term": {"kind": "checkpoint"}})
     return {h["_source"]["shard"]: h["_source"].get("owner") for h in resp["hits"]["hits"]}
 
 
