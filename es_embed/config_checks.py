@@ -31,8 +31,8 @@ EMBED_FIELD = "_embed"  # where the follower keeps each vector's hash, model and
 # Ranges. Counts and sizes: > 0. Waits: > 0 and at most a week. Optional waits (0 = none):
 # >= 0 and at most a week (the _ms ones in milliseconds).
 COUNTS = (
-    "server.max_body_bytes server.max_inputs model.max_length batching.max_batch_tokens "
-    "batching.max_batch_size batching.query_queue batching.bulk_queue"
+    "server.max_body_bytes server.max_inputs model.max_length reranker.max_length "
+    "batching.max_batch_tokens batching.max_batch_size batching.query_queue batching.bulk_queue"
 ).split()
 WAITS = (
     "batching.probe_interval_seconds elasticsearch.request_timeout follow.poll_interval "

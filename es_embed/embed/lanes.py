@@ -103,14 +103,16 @@ class Lanes:
             with contextlib.suppress(TimeoutError):  # the hold is over: bulk work may go
                 await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
 
-    def ran(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
-        """A batch came off the model: learn its speed; an answered query starts a hold."""
-        per_token = seconds / padded_cost([len(t.ids) for t in tokens])
-        self._seconds_per_token = (
-            per_token
-            if self._seconds_per_token == 0
-            else 0.8 * self._seconds_per_token + 0.2 * per_token
-        )
+    def ran(self, lane: Lane, tokens: list[Tokenized], seconds: float, learn: bool = True) -> None:
+        """A batch came off the model: learn its speed (``learn``: a batch of the model that
+        runs bulk work, whose budget the speed sets); an answered query starts a hold."""
+        if learn:
+            per_token = seconds / padded_cost([len(t.ids) for t in tokens])
+            self._seconds_per_token = (
+                per_token
+                if self._seconds_per_token == 0
+                else 0.8 * self._seconds_per_token + 0.2 * per_token
+            )
         if lane == "query":
             self._query_answered = time.monotonic()
 

@@ -1,9 +1,12 @@
-"""EmbeddingService: the asyncio front end of one model running on one dedicated thread.
+"""EmbeddingService: the asyncio front end of the models running on one dedicated thread.
 
 Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
 cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
 flood never delays a query's tokenisation), and a model failure fails every waiting request
 with 503 and marks the service unhealthy until a probe succeeds.
+
+An optional reranker shares all of it: its pairs queue on the query lane, with the same
+admission and metrics, and run on the same thread, one model per batch (``batching.py``).
 """
 
 from __future__ import annotations
@@ -12,18 +15,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
-from es_embed.embed.batching import Item, Request, padded_cost
+from es_embed.embed.batching import Item, Request
 from es_embed.embed.lanes import LANES, Lanes
-from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
-from es_embed.errors import EmbedError, ErrorKind, invalid, unavailable
-from es_embed.metrics import SIZE_BUCKETS, Registry
+from es_embed.embed.protocol import (
+    Encoder,
+    InputType,
+    Lane,
+    ModelInfo,
+    ModelKind,
+    Reranker,
+    RerankerInfo,
+    Tokenized,
+)
+from es_embed.embed.runner import ModelRunner
+from es_embed.errors import EmbedError, ErrorKind, invalid, not_found, unavailable
+from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +48,13 @@ MIN_DIMS = 32
 class Embeddings:
     vectors: np.ndarray  # float32 [n, dims], unit length
     prompt_tokens: int
+    truncated: int
+
+
+@dataclass(frozen=True)
+class Reranked:
+    scores: np.ndarray  # float32 [n], in the order of the documents given
+    total_tokens: int
     truncated: int
 
 
@@ -56,36 +77,25 @@ class EmbeddingService:
         batching: BatchSettings,
         model: ModelSettings,
         registry: Registry | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self._encoder = encoder
+        self._reranker = reranker
         self._batching = batching
         self._model = model
         registry = registry or Registry()
         self._lanes = Lanes(batching, registry)
         self._scheduler: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
-        self._model_thread: ThreadPoolExecutor | None = None
+        self._runner = ModelRunner(encoder, reranker, registry)
         self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
         self._failure: str | None = None
+        self._failed: ModelKind = "embed"  # the model the probe must see working again
         self._stopping = False
         self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
         self._metrics(registry)
 
     def _metrics(self, r: Registry) -> None:
-        self._m_batch_size = r.histogram(
-            "es_embed_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS
-        )
-        self._m_batch_tokens = r.histogram(
-            "es_embed_batch_tokens", "Padded tokens per forward pass.", buckets=SIZE_BUCKETS
-        )
-        self._m_forward = r.histogram("es_embed_forward_seconds", "Forward pass duration.")
-        self._m_tokens = r.counter(
-            "es_embed_tokens_total",
-            "Tokens embedded (unpadded), by lane.",
-            ("lane",),
-            known=[LANES],
-        )
-        self._m_tps = r.gauge("es_embed_tokens_per_second", "Tokens/s of the last forward pass.")
         self._m_truncated = r.counter(
             "es_embed_truncated_inputs_total", "Inputs cut to max_length."
         )
@@ -98,8 +108,12 @@ class EmbeddingService:
     def info(self) -> ModelInfo:
         return self._encoder.info
 
+    @property
+    def reranker_info(self) -> RerankerInfo | None:
+        return self._reranker.info if self._reranker is not None else None
+
     async def start(self) -> None:
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="es-embed-model")
+        self._runner.start()
         self._tokenizers = {
             lane: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{lane}") for lane in LANES
         }
@@ -124,9 +138,9 @@ class EmbeddingService:
                 item.request.future.set_exception(error)
         self._in_flight = []
         self._lanes.fail_all(error)
-        for pool in (self._model_thread, *self._tokenizers.values()):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        self._runner.shutdown()
+        for pool in self._tokenizers.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def health(self) -> tuple[bool, str | None]:
         if self._stopping:
@@ -207,23 +221,61 @@ class EmbeddingService:
         self._admit(lane, len(texts))
         if input_type == "query":
             texts = [self.format_query(t, instruction) for t in texts]
-        loop = asyncio.get_running_loop()
-        tokens = await loop.run_in_executor(self._tokenizers[lane], self._encoder.tokenize, texts)
+        tokens = await self._tokenize(lane, self._encoder.tokenize, texts)
         truncated = self._check_lengths(tokens)
-        self._admit(lane, len(texts))  # again: the lane may have filled while we tokenised
-        request = Request(size=len(tokens), future=loop.create_future())
-        self._lanes.enqueue(lane, request, tokens)
-        try:
-            vectors = await request.future
-        except asyncio.CancelledError:
-            # The client went away: its queued inputs are dropped before the model sees them.
-            self._lanes.withdraw(lane, request)
-            raise
+        vectors = await self._submit(lane, "embed", tokens)
         return Embeddings(
             truncate_and_normalize(vectors, dims),
             prompt_tokens=sum(len(t.ids) for t in tokens),
             truncated=truncated,
         )
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], instruction: str | None = None
+    ) -> Reranked:
+        """Relevance scores of ``documents`` for ``query`` (higher is more relevant), on the
+        query lane. ``instruction`` replaces the configured one (Qwen3-Reranker only)."""
+        reranker = self._reranker
+        if reranker is None:
+            message = "no reranker is configured on this server (reranker.name)"
+            raise not_found(message, "model", "model_not_found")
+        if instruction is not None and not reranker.info.takes_instruction:
+            raise invalid(
+                f"instruction is not supported by {reranker.info.model_id!r} "
+                f"(a {reranker.info.family}); only Qwen3-Reranker takes one",
+                "instruction",
+            )
+        if not documents:
+            return Reranked(np.zeros(0, np.float32), 0, 0)
+        self._admit("query", len(documents))
+        tokens = await self._tokenize(
+            "query", reranker.tokenize_pairs, query, documents, instruction
+        )
+        truncated = sum(1 for t in tokens if t.truncated)
+        self._m_truncated.inc(truncated)
+        scores = await self._submit("query", "rerank", tokens)
+        return Reranked(scores, sum(len(t.ids) for t in tokens), truncated)
+
+    async def _tokenize(
+        self, lane: Lane, tokenize: Callable[..., list[Tokenized]], *args: Any
+    ) -> list[Tokenized]:
+        """Run a tokenizer on the lane's own thread (a bulk flood never delays a query's)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizers[lane], tokenize, *args)
+
+    async def _submit(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
+        """Queue tokenised inputs and wait for the model's output for each, in order."""
+        self._admit(lane, len(tokens))  # again: the lane may have filled while we tokenised
+        future = asyncio.get_running_loop().create_future()
+        request = Request(size=len(tokens), future=future, kind=kind)
+        self._lanes.enqueue(lane, request, tokens)
+        try:
+            result: np.ndarray = await request.future
+        except asyncio.CancelledError:
+            # The client went away: its queued inputs are dropped before the model sees them.
+            self._lanes.withdraw(lane, request)
+            raise
+        return result
 
     def _admit(self, lane: Lane, n: int) -> None:
         if self._stopping:
@@ -251,37 +303,23 @@ class EmbeddingService:
     # ---- the model thread --------------------------------------------------------------
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             lane, batch = await self._lanes.next_batch()
+            kind = batch[0].request.kind  # one model per batch (cut_batch)
             tokens = [it.tokens for it in batch]
             started = time.perf_counter()
             self._in_flight = batch
             try:
-                vectors = await loop.run_in_executor(self._model_thread, self._forward, tokens)
+                out = await self._runner.run(lane, kind, tokens)
             except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
                 self._in_flight = []
-                self._on_model_failure(exc, batch)
+                self._on_model_failure(exc, batch, kind)
                 continue
             self._in_flight = []
             seconds = time.perf_counter() - started
-            self._record(lane, tokens, seconds)
-            self._deliver(batch, vectors)
-            self._lanes.ran(lane, tokens, seconds)
-
-    def _forward(self, tokens: list[Tokenized]) -> np.ndarray:
-        vectors = self._encoder.forward(tokens)
-        if vectors.shape[0] != len(tokens) or not np.isfinite(vectors).all():
-            raise FloatingPointError("the model returned non-finite or mis-shaped vectors")
-        return vectors
-
-    def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
-        real = sum(len(t.ids) for t in tokens)
-        self._m_batch_size.observe(len(tokens))
-        self._m_batch_tokens.observe(padded_cost([len(t.ids) for t in tokens]))
-        self._m_forward.observe(seconds)
-        self._m_tokens.labels(lane=lane).inc(real)
-        self._m_tps.set(real / seconds if seconds > 0 else 0.0)
+            self._deliver(batch, out)
+            # Only embedding batches set the speed that sizes bulk (embedding) batches.
+            self._lanes.ran(lane, tokens, seconds, learn=kind == "embed")
 
     @staticmethod
     def _deliver(batch: list[Item], vectors: np.ndarray) -> None:
@@ -294,8 +332,10 @@ class EmbeddingService:
             if req.remaining == 0:
                 req.future.set_result(np.stack(req.vectors))
 
-    def _on_model_failure(self, exc: BaseException, batch: list[Item]) -> None:
-        self._failure = f"model forward pass failed: {type(exc).__name__}: {exc}"
+    def _on_model_failure(self, exc: BaseException, batch: list[Item], kind: ModelKind) -> None:
+        which = "reranker" if kind == "rerank" else "model"
+        self._failure = f"{which} forward pass failed: {type(exc).__name__}: {exc}"
+        self._failed = kind
         log.error("%s; failing waiting requests and probing for recovery", self._failure)
         self._m_failures.inc()
         self._m_healthy.set(0)
@@ -308,14 +348,12 @@ class EmbeddingService:
             self._prober = asyncio.create_task(self._probe_until_healthy())
 
     async def _probe_until_healthy(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._failure is not None and not self._stopping:
             await asyncio.sleep(self._batching.probe_interval_seconds)
+            kind = self._failed
             try:
-                probe = await loop.run_in_executor(
-                    self._tokenizers["query"], self._encoder.tokenize, ["health probe"]
-                )
-                await loop.run_in_executor(self._model_thread, self._forward, probe)
+                probe = await self._tokenize("query", self._probe_tokens, kind)
+                await self._runner.forward(kind, probe)
             except Exception as exc:
                 log.warning("model probe still failing: %s", exc)
                 continue
@@ -323,17 +361,34 @@ class EmbeddingService:
             self._failure = None
             self._m_healthy.set(1)
 
+    def _probe_tokens(self, kind: ModelKind) -> list[Tokenized]:
+        if kind == "rerank" and self._reranker is not None:
+            return self._reranker.tokenize_pairs("health probe", ["health probe"])
+        return self._encoder.tokenize(["health probe"])
+
 
 @contextlib.asynccontextmanager
 async def embedding_service(
-    settings: Settings, encoder: Encoder | None = None, registry: Registry | None = None
+    settings: Settings,
+    encoder: Encoder | None = None,
+    registry: Registry | None = None,
+    *,
+    reranker: Reranker | None = None,
+    with_reranker: bool = False,
 ) -> AsyncIterator[EmbeddingService]:
-    """A started service for the configured model (loaded off the event loop unless given)."""
+    """A started service for the configured model (loaded off the event loop unless given),
+    with ``reranker``, or (``with_reranker``) the configured reranker if there is one."""
     if encoder is None:
         from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
 
         encoder = await asyncio.to_thread(load_encoder, settings.model)
-    service = EmbeddingService(encoder, settings.batching, settings.model, registry)
+    if reranker is None and with_reranker and settings.reranker.name:
+        from es_embed.embed.rerank import load_reranker
+
+        reranker = await asyncio.to_thread(load_reranker, settings.reranker)
+    service = EmbeddingService(
+        encoder, settings.batching, settings.model, registry, reranker=reranker
+    )
     await service.start()
     try:
         yield service

@@ -27,6 +27,7 @@ from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import resolve_index
 from es_embed.ingest.loader import IngestOptions, Loader
 from tests.fakes import FakeEncoder, ScriptedBulk
+from tests.service_support import service_standin
 
 LOAD_SECONDS = 100.0
 DOCS = 200
@@ -89,15 +90,10 @@ async def test_progress_shows_before_the_first_write_and_its_rate_leaves_out_the
     encoder = TickingEncoder(clock)
     bulk = Bulk(capsys)
 
-    @contextlib.asynccontextmanager
-    async def loaded_model(_: Settings) -> AsyncIterator[EmbeddingService]:
-        service = EmbeddingService(encoder, BatchSettings(max_batch_size=16), ModelSettings())
-        await service.start()
+    def load(_: Settings) -> None:
         clock.now += LOAD_SECONDS  # what a real model costs before the first document
-        try:
-            yield service
-        finally:
-            await service.stop()
+
+    loaded_model = service_standin(encoder, BatchSettings(max_batch_size=16), on_load=load)
 
     @contextlib.asynccontextmanager
     async def client(_: Settings) -> AsyncIterator[AsyncElasticsearch]:
