@@ -352,3 +352,34 @@ class FencedCheckpoints(CheckpointStore):
 
     async def save(self, name: str, index: str, uuid: str, shard: int, checkpoint: int) -> None:
         await self._leases.save_checkpoint((uuid, shard), checkpoint)
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    owner: str | None  # the replica holding a live lease; None when lapsed or handed back
+    age: float | None  # seconds since its last renewal; None where no lease was ever taken
+
+
+async def read_leases(
+    es: AsyncElasticsearch, state: str, shards: Iterable[ShardKey], now: float | None = None
+) -> dict[ShardKey, LeaseStatus]:
+    """The lease of each shard, for ``es-embed status`` (read-only)."""
+    keys = list(shards)
+    if not keys:
+        return {}
+    now = time.time() if now is None else now
+    resp = await es.options(ignore_status=404).mget(
+        index=state,
+        ids=[state_id(*k) for k in keys],
+        source_includes=["owner", "expires_at", "renewed_at"],
+    )
+    out = {}
+    for key, doc in zip(keys, resp.get("docs") or [{} for _ in keys], strict=True):
+        source = doc.get("_source") or {}
+        renewed = source.get("renewed_at")
+        view = _view(source)
+        out[key] = LeaseStatus(
+            view.owner if view.live(now) else None,
+            None if renewed is None else max(0.0, now - float(renewed) / 1000),
+        )
+    return out

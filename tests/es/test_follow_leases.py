@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from es_embed.cli.status import shard_rows
 from es_embed.follow.follower import Follower, shard_positions
 from es_embed.follow.leases import LeaseLost, ShardLeases
 from es_embed.follow.state import state_id
@@ -80,6 +81,9 @@ async def test_two_replicas_split_four_shards_and_embed_each_document_once(es_ur
             split = split_between(a, b, shares=(2, 2))
             await wait_until(split, timeout=4 * LEASE, what="two shards each")
             assert set((await lease_owners(env)).values()) == {"replica-a", "replica-b"}
+            rows = await shard_rows(env.es, env.settings.follow.state_index, env.index)
+            assert sorted(str(r.owner) for r in rows) == ["replica-a"] * 2 + ["replica-b"] * 2
+            assert all(r.lease_age is not None and r.lease_age < LEASE for r in rows), rows
             await env.es.bulk(operations=docs_ops(env.index, range(200)))
             await wait_until(lambda: all_current(env), what="every document embedded")
         # Steady state: each document was embedded by exactly one of the two.
