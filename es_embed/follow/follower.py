@@ -290,6 +290,7 @@ class Follower:
                 await runner.feed.save()
         with contextlib.suppress(Exception):  # else the leases lapse by themselves
             await self._leases.leave()
+        self._m_owned.labels(index=self.target.name).set(len(self._leases.held))
         self._report()
 
     # ---- backfill: up to now, then return ------------------------------------------------
