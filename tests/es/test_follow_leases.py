@@ -23,7 +23,7 @@ from tests.fakes import ANY_SHAPE
 
 pytestmark = pytest.mark.es
 
-LEASE = 2.0  # seconds; renewed every third of it
+LEASE = 5.0  # seconds, as in the acceptance; renewed every third of it
 SHARDS = 4
 
 
