@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from es_embed.config_checks import UniqueKeyLoader, problems, read_text_file
+from es_embed.config_checks import problems, read_text_file, read_yaml_mapping
 
 ENV_PREFIX = "ES_EMBED_"
 MAX_NUMBER = 2**63  # no setting needs more; Elasticsearch's own numbers are 64-bit
@@ -257,24 +255,9 @@ def settings_from_dict(raw: Mapping[str, Any], env: Mapping[str, str] | None = N
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = read_text_file(path)
+        return read_yaml_mapping(path)
     except ValueError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
-    except yaml.YAMLError as exc:
-        # One line (the CLI prints one): PyYAML's own text spans several with a caret drawing.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        what = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
+        raise ConfigError(str(exc)) from None
 
 
 def _reject_unknown(values: Mapping[str, Any], known: list[str], where: str) -> None:

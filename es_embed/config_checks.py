@@ -113,6 +113,23 @@ def _index_problems(conf: IndexSettings, i: int, state_index: str) -> Iterator[s
             f"{where}.analyzers: {sorted(unknown)[0]!r} is not one of text_fields "
             f"{list(conf.text_fields)}"
         )
+    if conf.passages is not None:
+        yield from _passage_problems(conf.passages.max_tokens, conf.passages.overlap_tokens, where)
+
+
+MIN_PASSAGE_TOKENS = 16  # special tokens, a short title and a sentence
+
+
+def _passage_problems(max_tokens: int, overlap: int, where: str) -> Iterator[str]:
+    """Bounds without the model (its window is checked when the index is resolved)."""
+    if max_tokens < MIN_PASSAGE_TOKENS:
+        yield f"{where}.passages.max_tokens: at least {MIN_PASSAGE_TOKENS}, got {max_tokens}"
+    # As Elastic's chunking settings: more overlap than half a window repeats most tokens.
+    elif not 0 <= overlap <= max_tokens // 2:
+        yield (
+            f"{where}.passages.overlap_tokens: expected 0..{max_tokens // 2} (half of "
+            f"max_tokens), got {overlap}"
+        )
 
 
 def index_name_problem(name: str) -> str | None:
@@ -213,6 +230,30 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text (byte {exc.start}: {data[exc.start]:#04x})") from None
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The top-level mapping of a YAML settings file (empty for an empty file); ValueError
+    with a one-line message naming the file otherwise."""
+    try:
+        text = read_text_file(path)
+    except ValueError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except RecursionError:
+        raise ValueError(f"{path}: not valid YAML: nested too deeply") from None
+    except yaml.YAMLError as exc:
+        # One line (the CLI prints one): PyYAML's own text spans several with a caret drawing.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or "syntax error"
+        raise ValueError(f"{path}: not valid YAML{where}: {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

@@ -73,28 +73,15 @@ def effective_dims(conf: IndexSettings, model: ModelShape) -> int:
     return dims
 
 
-MIN_PASSAGE_TOKENS = 16  # special tokens, a short title and a sentence
-
-
 def checked_passages(conf: IndexSettings, model: ModelShape) -> PassageSettings | None:
-    """The passage settings, once they are in bounds and fit the model's window (when the
-    shape knows it: ``setup`` reads no tokenizer)."""
+    """The passage settings, once they fit the model's window (when the shape knows it:
+    ``setup`` reads no tokenizer). Bounds without a model are checked on loading."""
     p = conf.passages
-    if p is None:
-        return None
-    where = f"indices ({conf.name}).passages"
-    if p.max_tokens < MIN_PASSAGE_TOKENS:
-        raise ConfigError(f"{where}.max_tokens: at least {MIN_PASSAGE_TOKENS}, got {p.max_tokens}")
-    if model.max_length is not None and p.max_tokens > model.max_length:
+    if p is not None and model.max_length is not None and p.max_tokens > model.max_length:
         raise ConfigError(
-            f"{where}.max_tokens: {p.max_tokens} is more than {model.model_id!r} reads at once "
-            f"({model.max_length} tokens, model.max_length); use at most {model.max_length}"
-        )
-    # As Elastic's chunking settings: more overlap than half a window repeats most tokens.
-    if not 0 <= p.overlap_tokens <= p.max_tokens // 2:
-        raise ConfigError(
-            f"{where}.overlap_tokens: expected 0..{p.max_tokens // 2} (half of max_tokens), "
-            f"got {p.overlap_tokens}"
+            f"indices ({conf.name}).passages.max_tokens: {p.max_tokens} is more than "
+            f"{model.model_id!r} reads at once ({model.max_length} tokens, model.max_length); "
+            f"use at most {model.max_length}"
         )
     return p
 
@@ -126,5 +113,5 @@ def text_only(conf: IndexSettings, model_id: str) -> IndexTarget:
         similarity=conf.similarity,
         model=model_id,
         conf=conf,
-        passages=checked_passages(conf, ModelShape(model_id, 0, False)),
+        passages=conf.passages,
     )

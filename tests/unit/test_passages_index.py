@@ -60,20 +60,27 @@ def test_bad_settings_name_the_key(value: object, needle: str) -> None:
 @pytest.mark.parametrize(
     ("passages", "needle"),
     [
-        ({"max_tokens": 512}, "indices (docs).passages.max_tokens: 512 is more than 'minilm' "
-                              "reads at once (256 tokens"),
-        ({"max_tokens": 8}, "indices (docs).passages.max_tokens: at least 16, got 8"),
+        ({"max_tokens": 8}, "indices[0] (docs).passages.max_tokens: at least 16, got 8"),
         ({"max_tokens": 64, "overlap_tokens": 33},
-         "indices (docs).passages.overlap_tokens: expected 0..32 (half of max_tokens), got 33"),
+         "indices[0] (docs).passages.overlap_tokens: expected 0..32 (half of max_tokens), got 33"),
         ({"max_tokens": 64, "overlap_tokens": -1}, "overlap_tokens: expected 0..32"),
     ],
 )  # fmt: skip
-def test_out_of_bounds_settings_are_refused_when_the_index_meets_the_model(
+def test_out_of_bounds_settings_are_refused_on_loading(
     passages: dict[str, int], needle: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        resolve_index(index(**passages), MINILM)
+        index(**passages)
     assert needle in str(info.value)
+
+
+def test_passages_longer_than_the_models_window_are_refused_when_the_index_meets_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_index(index(max_tokens=512), MINILM)
+    assert str(info.value).startswith(
+        "indices (docs).passages.max_tokens: 512 is more than 'minilm' reads at once (256 tokens"
+    )
+    assert resolve_index(index(max_tokens=256), MINILM).passages == PassageSettings(256, 32)
 
 
 def test_the_hash_covers_the_passage_settings() -> None:
