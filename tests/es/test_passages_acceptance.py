@@ -3,14 +3,20 @@ found by a paraphrased question, through its passage; one vector per document mi
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from elasticsearch import AsyncElasticsearch
 
+from es_embed.cli import search as cli
 from es_embed.config import settings_from_dict
 from es_embed.embed.protocol import Encoder
 from es_embed.embed.service import EmbeddingService
@@ -22,6 +28,7 @@ from es_embed.search.execute import Searcher
 from es_embed.search.spec import SearchSpec
 from tests.es.follow_support import unique
 from tests.es.search_support import service
+from tests.service_support import service_standin
 
 pytestmark = pytest.mark.es
 __all__ = ["service"]  # fixture
@@ -120,13 +127,38 @@ async def cleanup(aes: AsyncElasticsearch) -> AsyncIterator[None]:
     )
 
 
+def cli_search(argv: list[str]) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="es-embed")
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = args.func(args)
+    return code, out.getvalue()
+
+
+async def check_cli(target: IndexTarget, es_url: str, tmp_path: Path) -> None:
+    """``es-embed search`` prints the best passage; ``--dev-console`` the nested request."""
+    config = tmp_path / "es-embed.yaml"
+    index = {"name": target.name, "passages": {"max_tokens": 64}}
+    config.write_text(yaml.safe_dump({"elasticsearch": {"url": es_url}, "indices": [index]}))
+    argv = ["search", QUESTION, "--index", target.name, "--config", str(config), "--mode", "knn"]
+    code, out = await asyncio.to_thread(cli_search, [*argv, "--k", "1"])
+    assert code == 0 and out.splitlines()[1].split()[2] == "manual", out
+    assert out.splitlines()[3].startswith("     > [") and FACT in out, out
+    code, out = await asyncio.to_thread(cli_search, [*argv, "--dev-console"])
+    assert code == 0 and '"field": "embedding.vector"' in out and '"inner_hits": {' in out
+
+
 @pytest.mark.timeout(300)
 async def test_a_fact_deep_in_a_long_document_is_found_through_its_passage(
     aes: AsyncElasticsearch,
+    es_url: str,
     service: EmbeddingService,
     minilm_encoder: Encoder,
     tmp_path: Path,
     cleanup: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     text, fact_token = long_manual(minilm_encoder, after_tokens=900, total_tokens=1800)
     assert fact_token > 900 and 1750 <= len(minilm_encoder.spans([text])[0].ids) <= 1850
@@ -147,6 +179,8 @@ async def test_a_fact_deep_in_a_long_document_is_found_through_its_passage(
     hybrid = await searcher.search(SearchSpec(index=target.name, query=QUESTION, k=5))
     manual = next(h for h in hybrid.hits if h.id == "manual")
     assert manual.passages and FACT in (manual.passages[0].text or "")
+    monkeypatch.setattr(cli, "embedding_service", service_standin(minilm_encoder))
+    await check_cli(target, es_url, tmp_path)
 
     # The same documents with one vector each: the fact lies past the model's 256 tokens.
     plain = await load(aes, service, tmp_path, rows)
