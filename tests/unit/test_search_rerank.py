@@ -287,3 +287,70 @@ def test_dev_console_says_what_ran_in_the_sidecar() -> None:
         plan(SearchSpec(index="docs", query="q"), TARGET, [0.0] * 4),
         SearchSpec(index="docs", query="q"),
     )
+
+
+# -- es-embed search --server URL --rerank N --------------------------------------------------
+
+
+async def test_cli_reranks_with_the_sidecars_reranker() -> None:
+    from aiohttp import web
+
+    from es_embed.cli.search import _server_reranker
+    from es_embed.config import ServerSettings, Settings
+
+    seen: list[tuple[dict[str, Any], str | None]] = []
+
+    async def models(request: web.Request) -> web.Response:
+        data = [{"id": "emb", "dimensions": 8}, {"id": "rr", "task": "rerank"}]
+        return web.json_response({"object": "list", "data": data})
+
+    async def rerank(request: web.Request) -> web.Response:
+        seen.append((await request.json(), request.headers.get("Authorization")))
+        results = [{"index": 1, "relevance_score": 0.75}, {"index": 0, "relevance_score": 0.5}]
+        return web.json_response({"results": results})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/rerank", rerank)
+    settings = Settings(server=ServerSettings(api_keys=("k1",)))
+    async with TestServer(app) as server:
+        async with _server_reranker(settings, str(server.make_url("/"))) as stage:
+            scores = await stage.score("q", ["a", "b"])
+    assert stage.model == "rr" and list(scores) == [0.5, 0.75]  # back in document order
+    body = {"model": "rr", "query": "q", "documents": ["a", "b"], "return_documents": False}
+    assert seen == [(body, "Bearer k1")]
+
+
+async def test_cli_refuses_a_sidecar_without_a_reranker_naming_rerank() -> None:
+    from aiohttp import web
+
+    from es_embed.cli.search import _server_reranker
+    from es_embed.config import Settings
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "emb", "dimensions": 8}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    async with TestServer(app) as server:
+        with pytest.raises(EmbedError) as info:
+            async with _server_reranker(Settings(), str(server.make_url("/"))):
+                pass
+    assert info.value.param == "rerank" and "serves no reranker" in info.value.message
+
+
+def test_cli_rerank_without_a_reranker_is_one_line_and_exit_2(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from es_embed.cli.search import main
+
+    config = tmp_path / "es-embed.yaml"
+    config.write_text("indices:\n  - name: docs\n    text_fields: [title]\n")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["search", "q", "--index", "docs", "--config", str(config), "--rerank", "5"]
+    )
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "reranker.name" in err
