@@ -36,23 +36,23 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the repo root: the tests' tiny models
 
 from es_embed.config import BatchSettings, ModelSettings, RerankerSettings  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 
+QUERY = "how does the reranker score a passage against the query"
 RESULTS = ROOT / "bench" / "results"
-WORDS = (
+PROSE = (
     "the model reads each passage and the query together and scores how well the passage "
     "answers it while the index keeps vectors and text for hybrid search across many shards "
     "with filters on dates topics and languages so results stay fresh and relevant"
 ).split()
-QUERY = "how does the reranker score a passage against the query"
 
 
 def documents(n: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=int(rng.integers(60, 181)))) for _ in range(n)]
+    return [" ".join(rng.choice(PROSE, size=int(rng.integers(60, 181)))) for _ in range(n)]
 
 
 def pct(ms: list[float], q: float) -> float:

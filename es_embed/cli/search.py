@@ -198,16 +198,9 @@ async def _server_embedder(
 @contextlib.asynccontextmanager
 async def _server_reranker(settings: Settings, url: str) -> AsyncIterator[RerankStage]:
     """The sidecar's reranker (``/v1/rerank``); its id from ``/v1/models``."""
-    import aiohttp
-
-    models = url.rstrip("/") + "/v1/models"
     endpoint = url.rstrip("/") + "/v1/rerank"
     async with _session(settings) as session:
-        try:
-            async with session.get(models) as resp:
-                served = (await resp.json(content_type=None)).get("data", [])
-        except aiohttp.ClientError as exc:
-            raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {models}: {exc}") from None
+        served = (await _post(session, url.rstrip("/") + "/v1/models")).get("data", [])
         ids = [m["id"] for m in served if isinstance(m, dict) and m.get("task") == "rerank"]
         if not ids:
             raise invalid(f"--rerank: the sidecar at {url} serves no reranker", "rerank")
@@ -232,41 +225,30 @@ def _session(settings: Settings) -> Any:
     return aiohttp.ClientSession(headers=headers)
 
 
-async def _post(session: Any, endpoint: str, body: dict[str, Any]) -> Any:
-    """The sidecar's JSON answer; any refusal or failure is UNAVAILABLE with its message."""
+async def _post(session: Any, url: str, body: dict[str, Any] | None = None) -> Any:
+    """The sidecar's JSON answer (a GET without ``body``); any refusal or failure is
+    UNAVAILABLE with the sidecar's message."""
     import aiohttp
 
     try:
-        async with session.post(endpoint, json=body) as resp:
+        async with session.request("GET" if body is None else "POST", url, json=body) as resp:
             answer = await resp.json(content_type=None)
             if resp.status != 200:
-                message = (answer.get("error") or {}).get("message", answer)
+                error = answer.get("error") if isinstance(answer, dict) else None
+                message = error.get("message", answer) if isinstance(error, dict) else answer
                 raise EmbedError(
                     ErrorKind.UNAVAILABLE,
-                    f"{endpoint} answered {resp.status}: {message}",
+                    f"{url} answered {resp.status}: {message}",
                     code="embedding_server_error",
                 )
     except aiohttp.ClientError as exc:
-        raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {endpoint}: {exc}") from None
+        raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {url}: {exc}") from None
     return answer
 
 
 async def _served_shape(session: Any, url: str, settings: Settings) -> ModelShape:
     """The sidecar's own account of its model (``/v1/models``), so dims resolve as it would."""
-    import aiohttp
-
-    try:
-        async with session.get(url) as resp:
-            answer = await resp.json(content_type=None)
-            if resp.status != 200:
-                raise EmbedError(
-                    ErrorKind.UNAVAILABLE,
-                    f"{url} answered {resp.status}",
-                    code="embedding_server_error",
-                )
-    except aiohttp.ClientError as exc:
-        raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {url}: {exc}") from None
-    served = answer["data"][0]
+    served = (await _post(session, url))["data"][0]
     declared = served.get("matryoshka_dims")
     return ModelShape(
         settings.model.model_id,
