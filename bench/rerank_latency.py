@@ -133,6 +133,8 @@ async def run(args: argparse.Namespace, embedder: str, reranker_dir: str) -> dic
         "query_under_reranks_p50_ms": pct(loaded, 50),
         "query_under_reranks_p99_ms": pct(loaded, 99),
         "rerank_clients": args.clients,
+        # > 0: a query waited longer than one batch beyond its idle p99
+        "excess_over_one_batch_ms": round(pct(loaded, 99) - pct(idle, 99) - one_batch, 2),
         "target_met": pct(loaded, 99) <= pct(idle, 99) + one_batch,
     }
 
