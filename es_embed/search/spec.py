@@ -50,6 +50,7 @@ class SearchSpec:
     rank_constant: int = DEFAULT_RANK_CONSTANT
     num_candidates: int | None = None  # None: max(100, 2 * the knn leg's k)
     passages: int = DEFAULT_PASSAGES  # best passages per hit, on an index with passages
+    rerank: int | None = None  # rerank the ranked list's top N in the sidecar (None: no)
 
     def __post_init__(self) -> None:
         _check_int(self.window, "window", 1, MAX_WINDOW)
@@ -65,6 +66,9 @@ class SearchSpec:
         if self.num_candidates is not None:
             _check_int(self.num_candidates, "num_candidates", self.window, MAX_NUM_CANDIDATES)
         _check_int(self.passages, "passages", 0, MAX_PASSAGES)
+        if self.rerank is not None:
+            # The reranked list is the fused window (or a single leg's first window hits).
+            _check_int(self.rerank, "rerank.window", 1, self.window)
 
     @property
     def needs_vector(self) -> bool:
@@ -78,7 +82,7 @@ class SearchSpec:
 
 _KNOWN = (
     "index", "query", "mode", "fusion", "k", "from", "filter", "weights", "source",
-    "window", "rank_constant", "num_candidates", "passages",
+    "window", "rank_constant", "num_candidates", "passages", "rerank",
 )  # fmt: skip
 
 
@@ -118,7 +122,23 @@ def spec_from_json(raw: Any, *, allow_scripts: bool = False) -> SearchSpec:
         rank_constant=_int(raw.get("rank_constant", DEFAULT_RANK_CONSTANT), "rank_constant"),
         num_candidates=None if num_candidates is None else _int(num_candidates, "num_candidates"),
         passages=_int(raw.get("passages", DEFAULT_PASSAGES), "passages"),
+        rerank=parse_rerank(raw.get("rerank")),
     )
+
+
+def parse_rerank(value: Any, param: str = "rerank") -> int | None:
+    """``{"window": N}``: how many of the ranked list's first hits the reranker rescores."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid(f'{param} must be an object like {{"window": 50}}', param)
+    for key in value:
+        if key != "window":
+            where = f"{param}.{key}"
+            raise invalid(f"{where}: unknown field; rerank has one field, window", where)
+    if "window" not in value:
+        raise invalid(f"{param}.window is required: how many top hits to rerank", f"{param}.window")
+    return _int(value["window"], f"{param}.window")
 
 
 def parse_filter(
