@@ -87,16 +87,19 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_batch_tokens: int = setting(16384, "Token budget of one forward pass (padded length x n).")
+    max_batch_tokens: int = setting(
+        0,
+        "Token budget of one forward pass (padded length x n); 0 = auto: what free memory holds "
+        "on CUDA, 16384 elsewhere. Lowered for a while after an out-of-memory error.",
+    )
     max_batch_size: int = setting(64, "Most inputs in one forward pass.")
     query_queue: int = setting(512, "Most queued inputs on the query lane (429 above).")
     bulk_queue: int = setting(8192, "Most queued inputs on the bulk lane (429 above).")
     retry_after_seconds: int = setting(1, "Retry-After sent with a 429.")
-    interactive_bulk_ms: float = setting(
-        25.0, "While queries arrive, cut bulk batches to about this many ms of model time."
-    )
-    interactive_window_seconds: float = setting(
-        1.0, "How long after a query the bulk lane stays in short-batch mode."
+    max_bulk_batch_ms: float = setting(
+        25.0,
+        "Cut every bulk batch to about this many ms of model time (from the measured speed), "
+        "so a query never waits long behind one; 0 = no bound (token budget only).",
     )
     query_anticipation_ms: float = setting(
         5.0, "After answering a query, hold bulk work this long for the client's next query."
@@ -321,7 +324,6 @@ def _validate(s: Settings) -> None:
         ("server.max_body_bytes", s.server.max_body_bytes),
         ("server.max_inputs", s.server.max_inputs),
         ("model.max_length", s.model.max_length),
-        ("batching.max_batch_tokens", s.batching.max_batch_tokens),
         ("batching.max_batch_size", s.batching.max_batch_size),
         ("batching.query_queue", s.batching.query_queue),
         ("batching.bulk_queue", s.batching.bulk_queue),
@@ -329,6 +331,12 @@ def _validate(s: Settings) -> None:
         ("follow.page_size", s.follow.page_size),
     ):
         _positive(key, value)
+    for key, value in (
+        ("batching.max_batch_tokens", s.batching.max_batch_tokens),
+        ("batching.max_bulk_batch_ms", s.batching.max_bulk_batch_ms),
+    ):
+        if value < 0:
+            raise ConfigError(f"{key}: must be 0 or more, got {value}")
     if s.server.port > 65535:
         raise ConfigError(f"server.port: must be at most 65535, got {s.server.port}")
     for i, conf in enumerate(s.indices):

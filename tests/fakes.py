@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +98,30 @@ class GatedEncoder(FakeEncoder):
         self.seen.append([len(t.ids) for t in batch])
         self.entered.set()
         self.gate.wait(self._timeout)
+        return super().forward(batch)
+
+
+class OutOfMemoryEncoder(FakeEncoder):
+    """forward() raises torch.cuda.OutOfMemoryError, as a GPU does, for a batch of more than
+    ``most_inputs`` inputs or ``most_tokens`` padded tokens; smaller batches run as the fake.
+    ``attempts`` records every call's batch size, refused ones included."""
+
+    def __init__(self, most_inputs: int, most_tokens: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.most_inputs = most_inputs
+        self.most_tokens = most_tokens
+        self.attempts: list[int] = []
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        import torch  # here, not at the top: most unit tests never need it
+
+        self.attempts.append(len(batch))
+        padded = max(len(t.ids) for t in batch) * len(batch)
+        if len(batch) > self.most_inputs or padded > (self.most_tokens or padded):
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+                "of 23.55 GiB of which 1.12 GiB is free."
+            )
         return super().forward(batch)
 
 

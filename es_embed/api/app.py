@@ -85,7 +85,9 @@ def _service_ctx(
     encoder: Encoder | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with embedding_service(app[SETTINGS], encoder, app[REGISTRY]) as service:
+        # Warmed up before the app serves anything: the first request is not slow.
+        settings, registry = app[SETTINGS], app[REGISTRY]
+        async with embedding_service(settings, encoder, registry, warm_up=True) as service:
             app[SERVICE] = service
             yield
 

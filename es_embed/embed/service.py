@@ -2,8 +2,10 @@
 
 Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
 cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
-flood never delays a query's tokenisation), and a model failure fails every waiting request
-with 503 and marks the service unhealthy until a probe succeeds.
+flood never delays a query's tokenisation). A batch that runs out of memory is split and
+retried (``memory.py``): only an input that cannot fit even alone is refused (413). Any
+other model failure fails every waiting request with 503 and marks the service unhealthy
+until a probe succeeds. ``serve`` warms the model up before it answers anything.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
 from es_embed.embed.batching import Item, Request, padded_cost
 from es_embed.embed.lanes import LANES, Lanes
+from es_embed.embed.memory import forward_in_parts, too_large_for_memory
 from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
 from es_embed.errors import EmbedError, ErrorKind, invalid, unavailable
 from es_embed.metrics import SIZE_BUCKETS, Registry
@@ -28,6 +31,9 @@ from es_embed.metrics import SIZE_BUCKETS, Registry
 log = logging.getLogger(__name__)
 
 MIN_DIMS = 32
+# Tokens per warm-up input: a long document. Longer inputs are rare, and at the full
+# max_length attention alone could need more memory than a start-up check should risk.
+WARMUP_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ class EmbeddingService:
             "es_embed_truncated_inputs_total", "Inputs cut to max_length."
         )
         self._m_failures = r.counter("es_embed_model_failures_total", "Forward passes that raised.")
+        self._m_oom_splits = r.counter(
+            "es_embed_oom_splits_total", "Batches split in halves after running out of memory."
+        )
         self._m_healthy = r.gauge("es_embed_healthy", "1 while the model thread is healthy.")
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -138,6 +147,27 @@ class EmbeddingService:
         if self._failure is not None:
             return False, self._failure
         return True, None
+
+    async def warm_up(self, token_budget: int | None = None) -> None:
+        """Run the shapes the model will see before the first request does: the largest
+        batch the token budget allows (which also proves the budget fits: one that does not is
+        halved until it does), a bulk batch of about max_bulk_batch_ms (whose measured speed
+        bounds the first real one), and a lone query."""
+        budget = self._lanes.budget
+        if token_budget is not None:
+            budget.set_ceiling(token_budget)
+        long = self._encoder.tokenize([" ".join(["warm"] * WARMUP_WIDTH)])
+        width = len(long[0].ids)
+        most = self._batching.max_batch_size
+        await self._run("bulk", long * max(1, min(most, budget.current // width)), False)
+        if budget.current < budget.ceiling:  # the largest batch did not fit: never try it again
+            budget.set_ceiling(budget.current)
+        bulk = long * max(1, min(most, self._lanes.bulk_budget() // width))
+        await self._run("bulk", bulk, False)
+        await self._run("query", self._encoder.tokenize([self.format_query("warm-up")]), False)
+
+    def budget_summary(self, how: str) -> str:
+        return self._lanes.describe(how)
 
     # ---- request helpers -------------------------------------------------------------
 
@@ -251,23 +281,44 @@ class EmbeddingService:
     # ---- the model thread --------------------------------------------------------------
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             lane, batch = await self._lanes.next_batch()
-            tokens = [it.tokens for it in batch]
-            started = time.perf_counter()
             self._in_flight = batch
             try:
-                vectors = await loop.run_in_executor(self._model_thread, self._forward, tokens)
+                rows = await self._run(lane, [it.tokens for it in batch])
             except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
                 self._in_flight = []
                 self._on_model_failure(exc, batch)
                 continue
             self._in_flight = []
-            seconds = time.perf_counter() - started
+            self._deliver(batch, rows)
+
+    async def _run(
+        self, lane: Lane, tokens: list[Tokenized], record: bool = True
+    ) -> list[np.ndarray | None]:
+        """One batch on the model thread, split while it runs out of memory; its time and
+        whether it fitted go to the lanes (and, if ``record``, to the batch metrics: not for
+        the warm-up). None for an input that does not fit even alone."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        parts = await loop.run_in_executor(
+            self._model_thread, forward_in_parts, self._forward, tokens
+        )
+        seconds = time.perf_counter() - started
+        if record:
             self._record(lane, tokens, seconds)
-            self._deliver(batch, vectors)
-            self._lanes.ran(lane, tokens, seconds)
+        self._lanes.ran(lane, tokens, seconds, parts.failed_tokens)
+        if parts.failed_tokens is not None:
+            self._m_oom_splits.inc(parts.splits)
+            log.warning(
+                "out of memory on a batch of %d inputs (%d padded tokens): split %d times; "
+                "token budget lowered to %d for a while",
+                len(tokens),
+                padded_cost([len(t.ids) for t in tokens]),
+                parts.splits,
+                self._lanes.budget.current,
+            )
+        return parts.rows
 
     def _forward(self, tokens: list[Tokenized]) -> np.ndarray:
         vectors = self._encoder.forward(tokens)
@@ -283,11 +334,13 @@ class EmbeddingService:
         self._m_tokens.labels(lane=lane).inc(real)
         self._m_tps.set(real / seconds if seconds > 0 else 0.0)
 
-    @staticmethod
-    def _deliver(batch: list[Item], vectors: np.ndarray) -> None:
-        for item, vector in zip(batch, vectors, strict=True):
+    def _deliver(self, batch: list[Item], rows: list[np.ndarray | None]) -> None:
+        for item, vector in zip(batch, rows, strict=True):
             req = item.request
             if req.cancelled or req.future.done():
+                continue
+            if vector is None:
+                req.future.set_exception(too_large_for_memory(item, self.info.device))
                 continue
             req.vectors[item.index] = vector
             req.remaining -= 1
@@ -326,16 +379,38 @@ class EmbeddingService:
 
 @contextlib.asynccontextmanager
 async def embedding_service(
-    settings: Settings, encoder: Encoder | None = None, registry: Registry | None = None
+    settings: Settings,
+    encoder: Encoder | None = None,
+    registry: Registry | None = None,
+    *,
+    warm_up: bool = False,
 ) -> AsyncIterator[EmbeddingService]:
-    """A started service for the configured model (loaded off the event loop unless given)."""
+    """A started service for the configured model (loaded off the event loop unless given).
+
+    ``warm_up`` (``serve``; a one-shot command would only wait longer): the loaded model
+    gets its token budget from the device and runs its warm-up before this yields, which is
+    before the server answers anything, /health included.
+    """
+    loaded = None
     if encoder is None:
         from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
 
-        encoder = await asyncio.to_thread(load_encoder, settings.model)
+        encoder = loaded = await asyncio.to_thread(load_encoder, settings.model)
     service = EmbeddingService(encoder, settings.batching, settings.model, registry)
     await service.start()
     try:
+        if loaded is not None and warm_up:
+            budget, how = loaded.token_budget(settings.batching.max_batch_tokens)
+            await service.warm_up(budget)
+            info = loaded.info
+            log.info(
+                "model ready: %s on %s (%s), memory %s; %s",
+                info.model_id,
+                info.device,
+                info.dtype,
+                loaded.memory_in_use(),
+                service.budget_summary(how),
+            )
         yield service
     finally:
         await service.stop()
