@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# The es-embed sidecar: the package and its runtime dependencies on python:3.11-slim.
+# The es-embed sidecar on python:3.11-slim: the `wheel` stage builds es-embed's wheel, the
+# final stage pip-installs that wheel with its runtime dependencies (never the source tree),
+# exactly as `make test`'s wheel smoke installs and runs it (devtools/wheel_smoke.py).
 #
 #   docker build -t es-embed .
 #   docker run --gpus all -p 8080:8080 -v hf-cache:/var/cache/huggingface \
@@ -9,6 +11,17 @@
 # image runs on a GPU host with the NVIDIA container toolkit and falls back to the CPU elsewhere.
 # For a much smaller CPU-only image, build with
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+# ---- stage 1: the wheel (from the same three inputs the wheel smoke builds it from) ----
+FROM python:3.11-slim AS wheel
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY es_embed ./es_embed
+RUN pip wheel . --no-deps -w /wheels
+
+# ---- stage 2: the sidecar, installed from that wheel ---------------------------------------
 FROM python:3.11-slim
 
 ARG TORCH_INDEX_URL=""
@@ -28,7 +41,7 @@ RUN useradd --system --uid 10001 --create-home --home-dir /home/es-embed es-embe
     && mkdir -p /var/cache/huggingface /etc/es-embed \
     && chown es-embed /var/cache/huggingface
 
-WORKDIR /opt/es-embed
+WORKDIR /home/es-embed
 
 # torch first and on its own layer: it is by far the largest download and changes least.
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
@@ -37,9 +50,10 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
         pip install torch; \
     fi
 
-COPY pyproject.toml README.md ./
-COPY es_embed ./es_embed
-RUN pip install . && rm -rf /opt/es-embed/build
+# Only the wheel crosses over; its package data (the Dev Tools templates setup renders)
+# travels inside it.
+COPY --from=wheel /wheels/ /tmp/wheels/
+RUN pip install /tmp/wheels/es_embed-*.whl && rm -rf /tmp/wheels
 
 # A default configuration so `docker run` works without a mount (no followed indices);
 # docker-compose.yml mounts its own at the same path.

@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The wheel smoke's own environment: es-embed installed from its wheel, never editable.
+WHEEL_VENV ?= .venv-wheel
+WHEEL_SMOKE := HF_HUB_OFFLINE=1 $(PY) -m devtools.wheel_smoke --venv $(WHEEL_VENV)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -10,12 +13,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[test]'
 	touch $@
 
-.PHONY: demo test lint bench-quality
+.PHONY: demo test wheel-smoke lint bench-quality
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m devtools.demo
 
+# The installed wheel end to end (devtools/wheel_smoke.py says what it checks), then the
+# suite, whose summary line stays the last thing printed.
 test: $(VENV)/.installed
+	$(WHEEL_SMOKE)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+wheel-smoke: $(VENV)/.installed
+	$(WHEEL_SMOKE)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

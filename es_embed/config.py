@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -20,8 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
+from es_embed.config_checks import UniqueKeyLoader, problems, read_text_file
+
 ENV_PREFIX = "ES_EMBED_"
-MAX_VECTOR_DIMS = 4096
+MAX_NUMBER = 2**63  # no setting needs more; Elasticsearch's own numbers are 64-bit
 DEFAULT_QUERY_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 
@@ -120,6 +123,12 @@ class ElasticsearchSettings:
     ssl_assert_fingerprint: str | None = setting(None, "SHA-256 fingerprint of the node's cert.")
     verify_certs: bool = setting(True, "Verify TLS certificates.")
     request_timeout: float = setting(30.0, "Seconds before an Elasticsearch request times out.")
+    search_api_key: str | None = setting(
+        None,
+        "API key /v1/search runs with (encoded form; `es-embed setup --search-key` makes one "
+        "that may only read the configured indices); none = the credentials above.",
+        secret=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,17 @@ class FollowSettings:
     page_size: int = setting(256, "Documents read and written per page.")
     state_index: str = setting("es-embed-state", "Index holding per-shard checkpoints.")
     max_backoff: float = setting(30.0, "Longest wait between retries while Elasticsearch is down.")
+    give_up_seconds: float = setting(
+        120.0,
+        "One-shot commands (backfill) exit 1 after failing this long; serve retries forever.",
+    )
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    allow_scripts: bool = setting(
+        False, "Let /v1/search filters run scripts (script, script_score, function_score)."
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +173,7 @@ class Settings:
     batching: BatchSettings = field(default_factory=BatchSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     follow: FollowSettings = field(default_factory=FollowSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
     indices: tuple[IndexSettings, ...] = ()
 
     def index(self, name: str) -> IndexSettings:
@@ -169,6 +190,7 @@ _SECTIONS: dict[str, type] = {
     "batching": BatchSettings,
     "elasticsearch": ElasticsearchSettings,
     "follow": FollowSettings,
+    "search": SearchSettings,
 }
 
 
@@ -212,11 +234,13 @@ def settings_from_dict(raw: Mapping[str, Any], env: Mapping[str, str] | None = N
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        text = read_text_file(path)
+    except ValueError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         # One line (the CLI prints one): PyYAML's own text spans several with a caret drawing.
         mark = getattr(exc, "problem_mark", None)
@@ -296,64 +320,41 @@ def _coerce(value: Any, hint: Any, key: str, from_env: bool = False) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if hint in (int, float):
-        if from_env and isinstance(value, str):
-            try:
-                return hint(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if hint is int and not float(value).is_integer():
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-        return hint(value)
+        return _number(value, hint, key, from_env)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # "\ud800" in YAML, or undecodable environment bytes
+            where = f"a lone surrogate at {exc.start}"
+            raise ConfigError(f"{key}: not valid Unicode ({where})") from None
         return value
     return value
 
 
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}: must be greater than 0, got {value}")
+def _number(value: Any, hint: type, key: str, from_env: bool) -> Any:
+    if from_env and isinstance(value, str):
+        try:
+            value = float(value) if hint is float else int(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value[:40]!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if abs(value) > MAX_NUMBER:  # also keeps float() and str() of the value from failing
+        raise ConfigError(f"{key}: too large (more than 2**63)")
+    if hint is float:
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    return int(value)
 
 
 def _validate(s: Settings) -> None:
-    for key, value in (
-        ("server.port", s.server.port),
-        ("server.max_body_bytes", s.server.max_body_bytes),
-        ("server.max_inputs", s.server.max_inputs),
-        ("model.max_length", s.model.max_length),
-        ("batching.max_batch_size", s.batching.max_batch_size),
-        ("batching.query_queue", s.batching.query_queue),
-        ("batching.bulk_queue", s.batching.bulk_queue),
-        ("follow.poll_interval", s.follow.poll_interval),
-        ("follow.page_size", s.follow.page_size),
-    ):
-        _positive(key, value)
-    for key, value in (
-        ("batching.max_batch_tokens", s.batching.max_batch_tokens),
-        ("batching.max_bulk_batch_ms", s.batching.max_bulk_batch_ms),
-    ):
-        if value < 0:
-            raise ConfigError(f"{key}: must be 0 or more, got {value}")
-    if s.server.port > 65535:
-        raise ConfigError(f"server.port: must be at most 65535, got {s.server.port}")
-    for i, conf in enumerate(s.indices):
-        where = f"indices[{i}] ({conf.name})"
-        if not conf.text_fields:
-            raise ConfigError(f"{where}.text_fields: needs at least one field")
-        if conf.dims < 0 or conf.dims > MAX_VECTOR_DIMS or 0 < conf.dims < 32:
-            raise ConfigError(
-                f"{where}.dims: expected 32..{MAX_VECTOR_DIMS} (or 0 for the model's), "
-                f"got {conf.dims}"
-            )
-        unknown = set(conf.analyzers) - set(conf.text_fields)
-        if unknown:
-            raise ConfigError(
-                f"{where}.analyzers: {sorted(unknown)[0]!r} is not one of text_fields "
-                f"{list(conf.text_fields)}"
-            )
+    for problem in problems(s):
+        raise ConfigError(problem)
 
 
 def api_keys(s: ServerSettings) -> frozenset[str]:
@@ -361,9 +362,10 @@ def api_keys(s: ServerSettings) -> frozenset[str]:
     keys = set(s.api_keys)
     if s.api_keys_file:
         try:
-            lines = Path(s.api_keys_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"server.api_keys_file: cannot read: {exc.strerror}") from None
+            lines = read_text_file(s.api_keys_file).splitlines()
+        except ValueError as exc:
+            where = f"server.api_keys_file: cannot read {s.api_keys_file!r}"
+            raise ConfigError(f"{where}: {exc}") from None
         keys.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
     return frozenset(keys)
 

@@ -3,18 +3,26 @@
 Words hash to fixed random vectors and a text's vector is their normalised sum, so texts
 sharing words are close: enough for retrieval tests without a model. It counts calls,
 can simulate compute time, and can be told to fail (to test 503s and recovery).
+
+Also ``ScriptedBulk``: a node answering bulk requests from a script, for unit tests of the
+refusal policy (which items are written, retried, dropped or given up).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from elastic_transport import ApiResponseMeta, BaseAsyncNode, HttpHeaders
+from elastic_transport._node import NodeApiResponse  # the return type a node must give
+from elasticsearch import AsyncElasticsearch
 
 from es_embed.embed.protocol import ModelInfo, Tokenized
 from es_embed.embed.shape import ModelShape
@@ -101,6 +109,23 @@ class GatedEncoder(FakeEncoder):
         return super().forward(batch)
 
 
+class HeldEncoder(FakeEncoder):
+    """While ``hold`` is set, forward() signals ``entered`` and waits for ``release``: a test
+    can act (fail the model, block an index) while a batch is inside the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = threading.Event()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        if self.hold.is_set():
+            self.entered.set()
+            self.release.wait(20)
+        return super().forward(batch)
+
+
 class OutOfMemoryEncoder(FakeEncoder):
     """forward() raises torch.cuda.OutOfMemoryError, as a GPU does, for a batch of more than
     ``most_inputs`` inputs or ``most_tokens`` padded tokens; smaller batches run as the fake.
@@ -127,3 +152,76 @@ class OutOfMemoryEncoder(FakeEncoder):
 
 # For setup tests that give every index explicit dims: a wide Matryoshka model accepts them.
 ANY_SHAPE = ModelShape("fake-encoder", 4096, matryoshka=True)
+
+
+# ---- an Elasticsearch node that answers bulk requests from a script --------------------
+
+
+@dataclass(frozen=True)
+class Whole:
+    """The whole bulk request refused: an HTTP error with Elasticsearch's error body."""
+
+    status: int
+    type: str
+
+
+Item = tuple[int, str | None]  # one bulk item's status and error type (None: written)
+Step = Callable[[list[str]], Whole | list[Item]]  # ids sent, in order -> the answer
+
+
+class ScriptedBulk:
+    """Answers the n-th bulk request with ``steps[n]`` (every item written once the script
+    runs out) and records each request's action lines and ids.
+
+    ``client()`` is a real ``AsyncElasticsearch`` (no retries of its own, like production)
+    whose one node is this script, so ``elasticsearch.helpers`` runs for real above it.
+    """
+
+    def __init__(self, *steps: Step) -> None:
+        self.steps = list(steps)
+        self.calls: list[list[str]] = []  # the ids of each request, in order
+        self.actions: list[list[dict[str, Any]]] = []  # the action lines of each request
+
+    def answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        actions = [line for line in lines if len(line) == 1 and next(iter(line)) in OPS]
+        ids = [str(next(iter(a.values()))["_id"]) for a in actions]
+        step = self.steps[len(self.calls)] if len(self.calls) < len(self.steps) else None
+        self.calls.append(ids)
+        self.actions.append(actions)
+        got = step(ids) if step else [(201, None)] * len(ids)
+        if isinstance(got, Whole):
+            error = {"type": got.type, "reason": f"scripted {got.type}"}
+            return got.status, {"error": {**error, "root_cause": [error]}, "status": got.status}
+        items = []
+        for action, (status, kind) in zip(actions, got, strict=True):
+            ((op, meta),) = action.items()
+            item: dict[str, Any] = {"_index": meta["_index"], "_id": meta["_id"], "status": status}
+            if kind is not None:
+                item["error"] = {"type": kind, "reason": f"scripted {kind}"}
+            items.append({op: item})
+        return 200, {"took": 1, "errors": any(k for _, k in got), "items": items}
+
+    def client(self) -> AsyncElasticsearch:
+        script = self
+
+        class Node(BaseAsyncNode):
+            async def perform_request(  # type: ignore[override]
+                self, method: str, target: str, body: bytes | None = None, *_: Any, **__: Any
+            ) -> NodeApiResponse:
+                status, payload = script.answer(body or b"")
+                headers = HttpHeaders(
+                    {"content-type": "application/json", "x-elastic-product": "Elasticsearch"}
+                )
+                meta = ApiResponseMeta(status, "1.1", headers, 0.0, self.config)
+                return NodeApiResponse(meta, json.dumps(payload).encode())
+
+            async def close(self) -> None:
+                pass
+
+        return AsyncElasticsearch(
+            "http://scripted:9200", node_class=Node, max_retries=0, retry_on_timeout=False
+        )
+
+
+OPS = ("index", "create", "update", "delete")

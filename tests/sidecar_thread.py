@@ -40,8 +40,8 @@ class Sidecar:
 
     def requests(self, route: str, status: int, method: str = "POST") -> float:
         """How many requests the app answered on this route with this status."""
-        counter = self.registry.counter("es_embed_http_requests_total", "")
-        return counter.value(route=route, method=method, status=str(status))
+        labels = {"route": route, "method": method, "status": str(status)}
+        return self.registry.get_sample_value("es_embed_http_requests_total", labels) or 0.0
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         """A plain JSON POST, no client library: the reference the recipes are checked against."""

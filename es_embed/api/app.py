@@ -101,19 +101,19 @@ async def _drain(app: web.Application) -> None:
 
 def _add_elasticsearch(app: web.Application) -> None:
     # Imported here: an embeddings-only server never loads the Elasticsearch client.
-    from es_embed.api.search import SEARCHER, make_searcher, post_search
+    from es_embed.api.search import post_search, search_ctx
     from es_embed.elastic.client import build_client
 
     async def es_ctx(app: web.Application) -> AsyncIterator[None]:
         client = build_client(app[SETTINGS].elasticsearch)
         app[ES_CLIENT] = client
-        app[SEARCHER] = make_searcher(client, app[SERVICE], app[SETTINGS])
         try:
             yield
         finally:
             await client.close()
 
     app.cleanup_ctx.append(es_ctx)
+    app.cleanup_ctx.append(search_ctx)
     app.router.add_post("/v1/search", post_search)
 
 

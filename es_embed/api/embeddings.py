@@ -9,14 +9,15 @@ Any other field is a 400 naming it, so a misspelt option is never silently ignor
 
 Text policy: every Unicode string is text, control characters and NUL included (they are
 valid JSON, tokenizers map them like any character, and refusing them would break documents
-pasted from PDFs). Refused: empty strings, lone surrogates (``"\\ud800"``: not encodable,
-a tokenizer would fail on them), token-id arrays (this server embeds text only).
+pasted from PDFs). Refused: empty and blank strings (every character a space or control
+character, ``indices.document.is_blank``: the follower treats such a field as no text, and
+OpenAI answers 400 for ""), lone surrogates (``"\\ud800"``: not encodable, a tokenizer
+would fail on them), token-id arrays (this server embeds text only).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,12 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from es_embed import strict_json
 from es_embed.api.keys import SERVICE, SETTINGS
 from es_embed.config import ModelSettings
 from es_embed.embed.protocol import InputType
 from es_embed.errors import EmbedError, ErrorKind, invalid, valid_unicode
+from es_embed.indices.document import is_blank
 
 FIELDS = ("input", "model", "dimensions", "encoding_format", "user", "input_type", "instruction")
 ENCODINGS = ("float", "base64")
@@ -44,7 +47,8 @@ class EmbeddingRequest:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The body as JSON; 413 past client_max_size (raised by aiohttp), 400 for bad bytes."""
+    """The body as JSON; 413 past client_max_size (raised by aiohttp), 400 for bad bytes,
+    bad JSON, or JSON no handler can use (``strict_json``), naming the field."""
     body = await request.read()
     try:
         text = body.decode("utf-8")
@@ -53,14 +57,8 @@ async def read_json(request: web.Request) -> Any:
             f"the request body is not valid UTF-8 (byte {exc.start}: {body[exc.start]:#04x})",
             code="invalid_json",
         ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise invalid(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-            f"{exc.colno}",
-            code="invalid_json",
-        ) from None
+    # Bounded: depth, number size, finite floats, valid Unicode; errors name the field.
+    return strict_json.parse(text)
 
 
 def _type_name(value: Any) -> str:
@@ -71,6 +69,12 @@ def _type_name(value: Any) -> str:
 def _check_text(text: str, param: str) -> str:
     if not text:
         raise invalid(f"{param} is an empty string; every input needs some text", param)
+    if is_blank(text):
+        raise invalid(
+            f"{param} is empty or whitespace-only; every input needs some text "
+            "(a document with no text gets no vector either)",
+            param,
+        )
     return valid_unicode(text, param)
 
 
@@ -155,6 +159,7 @@ def parse_request(
     if instruction is not None:
         if not isinstance(instruction, str) or not instruction.strip():
             raise invalid("instruction must be a non-empty string", "instruction")
+        valid_unicode(instruction, "instruction")
         if input_type != "query":
             raise invalid(
                 "instruction applies to queries only: set input_type to query", "instruction"

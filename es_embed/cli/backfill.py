@@ -1,7 +1,9 @@
 """``es-embed backfill --config FILE [--index NAME]``: run the feed up to now, then exit.
 
 The same feed as ``es-embed serve`` (same checkpoints), so a backfill that is stopped or
-killed resumes where it was, and ``serve`` afterwards only sees newer writes.
+killed resumes where it was, and ``serve`` afterwards only sees newer writes. Unlike
+``serve``, which waits out any outage, a backfill gives up once Elasticsearch (or anything
+else) has failed for ``follow.give_up_seconds`` in a row: exit 1, one line naming the URL.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ async def _run(settings: Settings, names: list[str] | None) -> int:
         bar = ProgressLine("done")  # its clock starts now, after the model loaded
         show = asyncio.create_task(_show(bar, followers))
         try:
-            await asyncio.gather(*(f.run_once_to_current() for f in followers))
+            give_up = settings.follow.give_up_seconds
+            await asyncio.gather(*(f.run_once_to_current(give_up) for f in followers))
         finally:
             show.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from es_embed import strict_json
 from es_embed.cli.runtime import es_client, report, run_command
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
 from es_embed.embed.service import embedding_service
@@ -64,14 +65,14 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
-        spec = spec_from_args(args)
+        spec = spec_from_args(args, allow_scripts=settings.search.allow_scripts)
         settings.index(spec.index)
     except (ConfigError, EmbedError) as exc:
         return report(exc)
     return run_command(_run(settings, spec, args), settings)
 
 
-def spec_from_args(args: argparse.Namespace) -> SearchSpec:
+def spec_from_args(args: argparse.Namespace, *, allow_scripts: bool = False) -> SearchSpec:
     raw: dict[str, Any] = {
         "index": args.index,
         "query": args.query,
@@ -85,15 +86,13 @@ def spec_from_args(args: argparse.Namespace) -> SearchSpec:
     if args.num_candidates is not None:
         raw["num_candidates"] = args.num_candidates
     if args.filter:
-        try:
-            raw["filter"] = json.loads(args.filter)
-        except json.JSONDecodeError as exc:
-            raise invalid(f"--filter is not valid JSON: {exc}", "filter") from None
+        # The API's bounded reader: no traceback for deep nesting, huge numbers or NaN.
+        raw["filter"] = strict_json.parse(args.filter, "--filter")
     if args.weights:
         raw["weights"] = _weights(args.weights)
     if args.source:
         raw["source"] = False if args.source == "false" else args.source.split(",")
-    return spec_from_json(raw)
+    return spec_from_json(raw, allow_scripts=allow_scripts)
 
 
 def _weights(text: str) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""``es-embed setup --config FILE [--index NAME] [--pipeline] [--inference-endpoint URL]``."""
+"""``es-embed setup --config FILE [--index NAME] [--pipeline] [--inference-endpoint URL]
+[--search-key]``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from es_embed.config import ConfigError, IndexSettings, Settings
 from es_embed.embed.shape import ModelShape, read_model_shape
 from es_embed.indices.resolve import resolve_index
 from es_embed.provision import templates
+from es_embed.provision.search_key import SearchKey, create_search_key, search_key_request
 from es_embed.provision.setup import Setup, node_modules
 
 
@@ -32,6 +34,11 @@ def register(subparsers: Any) -> None:
         "--inference-endpoint", metavar="URL",
         help="register this sidecar (its base URL) as an openai-service inference endpoint; "
         "it sends a key from server.api_keys or server.api_keys_file, so one must be set",
+    )  # fmt: skip
+    p.add_argument(
+        "--search-key", action="store_true",
+        help="also create an API key that may only read the configured indices, for "
+        "elasticsearch.search_api_key (printed once; needs security on the cluster)",
     )  # fmt: skip
     p.add_argument(
         "--print", action="store_true", dest="print_only",
@@ -93,12 +100,27 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                 ).console()
             )
             print(templates.index_template(conf).console())
+        if args.search_key:
+            print(search_key_request([c.name for c in settings.indices]).console())
         return 0
     async with es_client(settings) as es:
         setup = Setup(
             es, settings, shape, pipeline=args.pipeline, inference_url=args.inference_endpoint
         )
         report = await setup.run(names)
-    for line in report.lines():
-        print(line)
+        for line in report.lines():
+            print(line)
+        if args.search_key:
+            key = await create_search_key(es, [c.name for c in settings.indices])
+            print_search_key(key)
     return 0
+
+
+def print_search_key(key: SearchKey) -> None:
+    """Printed once, never logged: Elasticsearch cannot show the secret again."""
+    print(
+        f"search API key {key.name} (id {key.id}): read on {', '.join(key.indices)}; set it as "
+        "elasticsearch.search_api_key (better: ES_EMBED_ELASTICSEARCH_SEARCH_API_KEY), it is "
+        "shown only this once:"
+    )
+    print(key.encoded)

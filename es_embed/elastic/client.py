@@ -6,17 +6,21 @@ description returned by ``describe_client`` names only the URL and the kind of a
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch
 
 from es_embed.config import ConfigError, ElasticsearchSettings
+from es_embed.config_checks import split_urls, url_problem
 
 
 def client_kwargs(s: ElasticsearchSettings) -> dict[str, Any]:
-    hosts = [u.strip() for u in s.url.split(",") if u.strip()]
-    if not hosts:
-        raise ConfigError("elasticsearch.url: needs at least one URL")
+    hosts = split_urls(s.url)
+    # Checked at load time too; again here for settings built in code.
+    for url in hosts or [""]:
+        if problem := url_problem(url):
+            raise ConfigError(f"elasticsearch.url: {problem}")
     kwargs: dict[str, Any] = {
         "hosts": hosts,
         "request_timeout": s.request_timeout,
@@ -42,7 +46,12 @@ def client_kwargs(s: ElasticsearchSettings) -> dict[str, Any]:
 
 
 def build_client(s: ElasticsearchSettings) -> AsyncElasticsearch:
-    return AsyncElasticsearch(**client_kwargs(s))
+    try:
+        return AsyncElasticsearch(**client_kwargs(s))
+    except ssl.SSLError as exc:  # the TLS context is built here: a file that is not a PEM
+        raise ConfigError(f"elasticsearch.ca_certs: {s.ca_certs!r}: {exc.reason or exc}") from None
+    except ValueError as exc:  # what the client refuses that our checks let through
+        raise ConfigError(f"elasticsearch: {exc}") from None
 
 
 def describe_client(s: ElasticsearchSettings) -> str:

@@ -1,12 +1,19 @@
-"""Exponential backoff, and which failures are worth waiting out."""
+"""Exponential backoff, which failures are worth waiting out, and the one way to wait out
+a busy or failed embedding service."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from elasticsearch import ApiError, TransportError
-
+from es_embed.elastic.refusals import RetryLater, Verdict, classify_error
 from es_embed.errors import EmbedError, ErrorKind
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Backoff:
@@ -27,13 +34,39 @@ class Backoff:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Elasticsearch unreachable/overloaded or the model busy/down: wait and try again.
+    """Elasticsearch unreachable/overloaded/blocked or the model busy/down: waiting fixes it.
 
     Anything else (a 400 from a mapping mistake, a 403 from missing privileges) is
-    retried too, by the callers, but logged as an error since waiting will not fix it.
+    retried too, by the callers, but logged as an error since waiting alone will not fix it.
     """
     if isinstance(exc, EmbedError):
         return exc.kind in (ErrorKind.UNAVAILABLE, ErrorKind.OVERLOADED)
-    if isinstance(exc, ApiError):
-        return exc.meta.status >= 500 or exc.meta.status == 429
-    return isinstance(exc, TransportError | OSError | TimeoutError)
+    if isinstance(exc, RetryLater):
+        return exc.refusal.transient
+    refusal = classify_error(exc)
+    return refusal.verdict is Verdict.RETRYABLE and refusal.transient
+
+
+async def embed_retrying(call: Callable[[], Awaitable[T]], backoff: Backoff, what: str) -> T:
+    """Run an embedding call until the service takes it; the feed and the loader share it.
+
+    OVERLOADED: our own work filled the bulk lane; wait the ``retry_after`` it names (not
+    an outage, not logged). UNAVAILABLE: the model failed and the service is probing it;
+    back off, logged once per call. Any other error is the caller's to handle.
+    """
+    warned = False
+    while True:
+        try:
+            return await call()
+        except EmbedError as exc:
+            if exc.kind is ErrorKind.OVERLOADED:
+                delay = exc.retry_after or backoff.initial
+            elif exc.kind is ErrorKind.UNAVAILABLE:
+                delay = backoff.next()
+                level = logging.DEBUG if warned else logging.WARNING
+                log.log(level, "%s: the model is unavailable (%s); retrying in %.1f s",
+                        what, exc.message, delay)  # fmt: skip
+                warned = True
+            else:
+                raise
+        await asyncio.sleep(delay)

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 from elasticsearch import AsyncElasticsearch, NotFoundError
 
-from es_embed.elastic.retry import Backoff
+from es_embed.elastic.bulk import Action, bulk_write
+from es_embed.elastic.refusals import Refusal, RetryLater, Verdict
+from es_embed.elastic.retry import Backoff, embed_retrying
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.follow.state import CheckpointStore
@@ -29,7 +31,7 @@ from es_embed.indices.resolve import IndexTarget
 log = logging.getLogger(__name__)
 
 PAGES_IN_FLIGHT = 3  # enough to keep the model fed while a page is read and another written
-WRITE_ATTEMPTS = 5  # per bulk item refused with 429/5xx, before the page is retried whole
+EMBED_MAX_BACKOFF = 2.0  # a failed model is probed every second or so; asking is cheap
 
 
 @dataclass
@@ -256,62 +258,58 @@ class ShardFeed:
         return out
 
     async def _embed_retrying(self, texts: list[str]) -> np.ndarray:
-        while True:
-            try:
-                return await self._service.embed_documents(texts, self.target.dims)
-            except EmbedError as exc:
-                if exc.kind is not ErrorKind.OVERLOADED:
-                    raise
-                # Our own pages filled the bulk lane: wait our turn, this is not an outage.
-                await asyncio.sleep(exc.retry_after or 0.1)
+        return await embed_retrying(
+            lambda: self._service.embed_documents(texts, self.target.dims),
+            Backoff(0.1, EMBED_MAX_BACKOFF),
+            f"{self.index} shard {self.shard}",
+        )
 
     async def _write(self, ops: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[int, int]:
-        """Bulk update with if_seq_no/if_primary_term; returns (vectors written, cleared)."""
+        """Bulk update with if_seq_no/if_primary_term; returns (vectors written, cleared).
+
+        Refusals follow the one table (``elastic/refusals.py``): a conflict is dropped (the
+        newer version is in the feed), a final refusal is given up, and a retryable one
+        (write block, 429 after the client's own retries, 5xx, shards moving) raises
+        ``RetryLater`` so the page is retried and the checkpoint never passes the document.
+        """
+        if not ops:
+            return 0, 0
+        outcomes = await bulk_write(self._es, [self._update_action(hit, doc) for hit, doc in ops])
         written = cleared = 0
-        backoff = Backoff(0.1, 5.0)
-        for attempt in range(WRITE_ATTEMPTS):
-            if not ops:
-                break
-            body: list[dict[str, Any]] = []
-            for hit, doc in ops:
-                meta = {
-                    "_index": hit["_index"],
-                    "_id": hit["_id"],
-                    "if_seq_no": hit["_seq_no"],
-                    "if_primary_term": hit["_primary_term"],
-                }
-                if hit.get("_routing") is not None:
-                    meta["routing"] = hit["_routing"]
-                body += [{"update": meta}, {"doc": doc}]
-            resp = await self._es.bulk(operations=body)
-            retry: list[tuple[dict[str, Any], dict[str, Any]]] = []
-            for (hit, doc), item in zip(ops, resp["items"], strict=True):
-                result = item["update"]
-                status = result.get("status", 500)
-                if status < 300:
-                    if doc.get("_embed") is None:
-                        cleared += 1
-                    else:
-                        written += 1
-                elif status in (404, 409):
-                    # Changed or deleted since we read it: the newer version is in the feed.
-                    self.progress.conflicts += 1
-                elif status == 429 or status >= 500:
-                    retry.append((hit, doc))
+        held: list[Refusal] = []
+        for (hit, doc), outcome in zip(ops, outcomes, strict=True):
+            refusal = outcome.refusal
+            if refusal is None:
+                if doc.get("_embed") is None:
+                    cleared += 1
                 else:
-                    self.progress.failed += 1
-                    log.error(
-                        "%s: Elasticsearch refused the vector of document %s: %s",
-                        hit["_index"],
-                        hit["_id"],
-                        result.get("error"),
-                    )
-            ops = retry
-            if ops and attempt + 1 < WRITE_ATTEMPTS:
-                await asyncio.sleep(backoff.next())
-        if ops:
-            raise EmbedError(
-                ErrorKind.UNAVAILABLE,
-                f"{self.index}: Elasticsearch kept refusing {len(ops)} vector updates",
-            )
+                    written += 1
+            elif refusal.verdict is Verdict.CONFLICT:
+                self.progress.conflicts += 1
+            elif refusal.verdict is Verdict.RETRYABLE:
+                held.append(refusal)
+            else:
+                await self._give_up(hit, f"Elasticsearch refused its vector: {refusal}")
+        if held:
+            # The page is processed again; what was written now is skipped then by hash.
+            self.progress.embedded += written
+            self.progress.cleared += cleared
+            raise RetryLater(self.index, held[0], len(held))
         return written, cleared
+
+    @staticmethod
+    def _update_action(hit: dict[str, Any], doc: dict[str, Any]) -> Action:
+        meta = {
+            "_index": hit["_index"],
+            "_id": hit["_id"],
+            "if_seq_no": hit["_seq_no"],
+            "if_primary_term": hit["_primary_term"],
+        }
+        if hit.get("_routing") is not None:
+            meta["routing"] = hit["_routing"]
+        return {"update": meta}, {"doc": doc}
+
+    async def _give_up(self, hit: dict[str, Any], reason: str) -> None:
+        """The one path for a document the feed cannot take: it is skipped, not retried."""
+        self.progress.failed += 1
+        log.error("%s: giving up on document %s: %s", hit["_index"], hit["_id"], reason)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -77,6 +78,27 @@ def _log_failure(what: str, exc: BaseException, delay: float) -> None:
     log.log(level, "%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
 
 
+class _Patience:
+    """How long a one-shot run (backfill) waits out failures in a row before it lets the
+    last one through; ``give_up`` None waits forever, as ``serve`` must."""
+
+    def __init__(self, give_up: float | None) -> None:
+        self._give_up = give_up
+        self._since: float | None = None
+
+    def reset(self) -> None:
+        self._since = None
+
+    def delay(self, wanted: float) -> float | None:
+        """The wait before the next try, or None when it is time to give up."""
+        if self._give_up is None:
+            return wanted
+        now = time.monotonic()
+        self._since = self._since if self._since is not None else now
+        left = self._give_up - (now - self._since)
+        return min(wanted, left) if left > 0 else None
+
+
 class Follower:
     """Keeps the vector field of one configured index in step with its text."""
 
@@ -132,13 +154,18 @@ class Follower:
 
     # ---- helpers ----------------------------------------------------------------------
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[T]], give_up: float | None = None
+    ) -> T:
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        patience = _Patience(give_up)
         while True:
             try:
                 return await call()
             except Exception as exc:
-                delay = backoff.next()
+                delay = patience.delay(backoff.next())
+                if delay is None:
+                    raise
                 _log_failure(what, exc, delay)
                 await self._sleep(delay)
                 if self._stopping.is_set():
@@ -249,44 +276,59 @@ class Follower:
 
     # ---- backfill: up to now, then return ------------------------------------------------
 
-    async def run_once_to_current(self) -> Progress:
-        """Process every shard up to the global checkpoint current at the start, then return."""
+    async def run_once_to_current(self, give_up: float | None = None) -> Progress:
+        """Process every shard up to the global checkpoint current at the start, then return.
+
+        ``give_up``: after failing this many seconds in a row, raise the last failure.
+        """
         await self._retrying(
             "creating the state index",
             lambda: ensure_state_index(self._es, self._follow.state_index),
+            give_up,
         )
         positions = await self._retrying(
             f"reading the shards of {self.target.name}",
             lambda: shard_positions(self._es, self.target.name),
+            give_up,
         )
         runners = []
         for pos in positions:
             runner = _Runner(self._feed(pos), pos.global_checkpoint)
             # Registered for stop() and checkpoints, unless run() already follows that shard.
             self._runners.setdefault((pos.uuid, pos.shard), runner)
-            await self._retrying(f"loading the checkpoint of {pos.index}", runner.feed.load)
+            await self._retrying(
+                f"loading the checkpoint of {pos.index}", runner.feed.load, give_up
+            )
             runners.append(runner)
         total = 0
         for r in runners:
             if r.target > r.feed.checkpoint:
                 total += await self._retrying(
-                    f"counting {r.feed.index}", functools.partial(r.feed.count_pending, r.target)
+                    f"counting {r.feed.index}",
+                    functools.partial(r.feed.count_pending, r.target),
+                    give_up,
                 )
         self.progress.total = (self.progress.total or 0) + total
-        await asyncio.gather(*(self._catch_up_to(r) for r in runners))
+        await asyncio.gather(*(self._catch_up_to(r, give_up) for r in runners))
         self._report()
         return self.progress
 
-    async def _catch_up_to(self, runner: _Runner) -> None:
+    async def _catch_up_to(self, runner: _Runner, give_up: float | None) -> None:
         feed = runner.feed
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        patience = _Patience(give_up)
         while runner.target > feed.checkpoint and not self._stopping.is_set():
+            before = feed.checkpoint
             try:
                 await feed.catch_up(runner.target)
             except IndexGone:
                 return
             except Exception as exc:
-                delay = backoff.next()
+                if feed.checkpoint > before:
+                    patience.reset()  # pages went in: the clock counts failures in a row
+                delay = patience.delay(backoff.next())
+                if delay is None:
+                    raise
                 _log_failure(f"back-filling {feed.index} shard {feed.shard}", exc, delay)
                 await self._sleep(delay)
 

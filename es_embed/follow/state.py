@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
+
+from es_embed.elastic.refusals import ALREADY_EXISTS, error_type
 
 NO_CHECKPOINT = -1
 
@@ -39,8 +41,8 @@ async def ensure_state_index(es: AsyncElasticsearch, name: str) -> bool:
         return False
     try:
         await es.indices.create(index=name, **STATE_INDEX_BODY)
-    except Exception as exc:  # lost a race with another replica: fine
-        if "resource_already_exists_exception" in str(exc):
+    except ApiError as exc:
+        if error_type(exc) == ALREADY_EXISTS:  # lost a race with another replica: fine
             return False
         raise
     return True

@@ -7,34 +7,42 @@ Bad input: the file is read twice. The first pass validates every line (JSON obj
 an id when an id field is used) and fails on the first bad line, naming its number,
 before anything is written: a bad file leaves the index untouched. ``--dry-run`` stops
 after that pass. The second pass embeds (bulk lane) and bulk-indexes in chunks bounded
-by count and bytes; embedding chunk k+1 overlaps writing chunk k. A 429 from
-Elasticsearch (whole request or per item) is retried with exponential backoff; any other
-per-item refusal is counted, and its first reason reported.
+by count and bytes; embedding chunk k+1 overlaps writing chunk k. Refusals follow the one
+table (``elastic/refusals.py``): a 429, a write block, a 5xx or no answer is retried with
+exponential backoff until it passes; a final refusal is counted, and its first reason
+reported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch, TransportError
 
-from es_embed.elastic.retry import Backoff
+from es_embed.elastic.bulk import BulkRetry, Outcome, bulk_write
+from es_embed.elastic.refusals import Refusal, Verdict, classify_error
+from es_embed.elastic.retry import Backoff, embed_retrying
 from es_embed.embed.service import EmbeddingService
-from es_embed.errors import EmbedError, ErrorKind, invalid
+from es_embed.errors import EmbedError, invalid
 from es_embed.indices.document import document_text, vector_doc
 from es_embed.indices.resolve import IndexTarget
+
+log = logging.getLogger(__name__)
 
 CHUNKS_IN_FLIGHT = 2
 # Texts per embedding request within a chunk: progress is reported as each one returns
 # (a 500-document chunk can take a minute on a CPU), while the batcher still sees them all.
 PROGRESS_SLICE = 64
-RETRIES_429 = 8
+
+Op = tuple[dict[str, Any], dict[str, Any], bool]  # action line, document, has a vector
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class IngestResult:
     embedded: int = 0  # documents written with a vector (the rest had no text)
     failed: int = 0
     first_error: str | None = None
-    retries: int = 0  # 429s waited out
+    retries: int = 0  # resends of documents refused for now (after the client's 429 retries)
 
 
 @dataclass(frozen=True)
@@ -186,9 +194,10 @@ class Loader:
             docs[i].update(vector_doc(t.vector_field, t.model, t.dims, vector, t.hash(texts[i])))
         ops = []
         for line, doc in zip(chunk, docs, strict=True):
-            meta: dict[str, Any] = {"_index": self._target.name}
-            if line.doc_id is not None:
-                meta["_id"] = line.doc_id
+            # A generated id (20 URL-safe characters, like Elasticsearch's own) lets each
+            # outcome be matched to its document and a resend overwrite, never duplicate.
+            doc_id = line.doc_id if line.doc_id is not None else secrets.token_urlsafe(15)
+            meta: dict[str, Any] = {"_index": self._target.name, "_id": doc_id}
             ops.append(({"index": meta}, doc, "_embed" in doc))
         await self._bulk(ops)
         self._on_progress(self.result)
@@ -214,45 +223,60 @@ class Loader:
         return [vector for part in parts for vector in part]
 
     async def _embed(self, texts: list[str]) -> Any:
-        backoff = Backoff(0.1, self._options.max_backoff)
-        while True:
-            try:
-                return await self._service.embed_documents(texts, self._target.dims)
-            except EmbedError as exc:
-                if exc.kind not in (ErrorKind.OVERLOADED, ErrorKind.UNAVAILABLE):
-                    raise
-                await asyncio.sleep(exc.retry_after or backoff.next())
+        return await embed_retrying(
+            lambda: self._service.embed_documents(texts, self._target.dims),
+            Backoff(0.1, self._options.max_backoff),
+            f"ingest into {self._target.name}",
+        )
 
-    async def _bulk(self, ops: list[tuple[dict[str, Any], dict[str, Any], bool]]) -> None:
-        backoff = Backoff(0.5, self._options.max_backoff)
-        for attempt in range(RETRIES_429 + 1):
-            body: list[dict[str, Any]] = []
-            for meta, doc, _ in ops:
-                body += [meta, doc]
+    async def _bulk(self, ops: list[Op]) -> None:
+        """Write until every document is written or refused for good.
+
+        The client waits out 429s first; what is still refused for now (write block, 5xx,
+        shards moving, no answer at all) is sent again with backoff, without limit: every
+        document has an id, so a resend overwrites instead of duplicating. A final refusal
+        or a conflict is counted, the first reported.
+        """
+        cap = self._options.max_backoff
+        backoff = Backoff(min(0.5, cap), cap)
+        retry = BulkRetry(initial_backoff=min(0.5, cap), max_backoff=cap)
+        while True:
+            why: Refusal | None
+            actions = [(meta, doc) for meta, doc, _ in ops]
             try:
-                resp = await self._es.bulk(operations=body)
-            except ApiError as exc:
-                if exc.meta.status != 429 or attempt == RETRIES_429:
+                outcomes = await bulk_write(
+                    self._es, actions, retry, max_chunk_bytes=self._options.chunk_bytes
+                )
+            except TransportError as exc:  # no answer: every document is refused for now
+                held, why = ops, classify_error(exc)
+                if why.verdict is not Verdict.RETRYABLE:
                     raise
-                self.result.retries += 1
-                await asyncio.sleep(backoff.next())
-                continue
-            retry = []
-            for op, item in zip(ops, resp["items"], strict=True):
-                result = item["index"]
-                status = result.get("status", 500)
-                if status < 300:
-                    self.result.indexed += 1
-                    self.result.embedded += op[2]
-                elif status == 429 and attempt < RETRIES_429:
-                    retry.append(op)
-                else:
-                    self.result.failed += 1
-                    if self.result.first_error is None:
-                        doc_id = op[0]["index"].get("_id", "?")
-                        self.result.first_error = f"document {doc_id}: {result.get('error')}"
-            if not retry:
+            else:
+                held, why = self._count(ops, outcomes)
+            if not held:
                 return
-            ops = retry
+            ops = held
             self.result.retries += 1
-            await asyncio.sleep(backoff.next())
+            delay = backoff.next()
+            log.warning("ingest into %s: %d documents refused for now (%s); retrying in %.1f s",
+                        self._target.name, len(ops), why, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+
+    def _count(self, ops: list[Op], outcomes: list[Outcome]) -> tuple[list[Op], Refusal | None]:
+        """Count what was written or refused for good; the ops to send again, and why."""
+        held: list[Op] = []
+        why = None
+        for op, outcome in zip(ops, outcomes, strict=True):
+            refusal = outcome.refusal
+            if refusal is None:
+                self.result.indexed += 1
+                self.result.embedded += op[2]
+            elif refusal.verdict is Verdict.RETRYABLE:
+                held.append(op)
+                why = why or refusal
+            else:
+                self.result.failed += 1
+                if self.result.first_error is None:
+                    doc_id = op[0]["index"]["_id"]
+                    self.result.first_error = f"document {doc_id}: {refusal}"
+        return held, why

@@ -18,6 +18,7 @@ from typing import Any
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
 from es_embed.config import ConfigError, IndexSettings, ServerSettings, Settings, api_keys
+from es_embed.elastic.refusals import ALREADY_EXISTS, error_type
 from es_embed.embed.shape import ModelShape
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.follow.state import ensure_state_index
@@ -187,7 +188,7 @@ class Setup:
                 index=conf.name, mappings=body["mappings"], settings=body.get("settings")
             )
         except ApiError as exc:
-            if "resource_already_exists_exception" not in str(exc):
+            if error_type(exc) != ALREADY_EXISTS:
                 raise
         self._say(f"index {conf.name}: created")
 

@@ -29,11 +29,37 @@ def num_candidates_for(k: int, explicit: int | None = None) -> int:
     return min(max(100, 2 * k), MAX_NUM_CANDIDATES)
 
 
+EMBED_RECORD = "_embed"  # the follower's bookkeeping (hash, model, dims, time) in each doc
+
+
 def source_filter(source: Source, vector_field: str) -> Any:
-    """What ``_source`` asks for; by default everything but the (large) vector."""
+    """What ``_source`` asks for: by default everything but the (large) vector; never the
+    internal ``_embed`` record unless it is named (a wildcard or ``true`` does not name it)."""
     if source is None:
-        return {"excludes": [vector_field]}
+        return {"excludes": [vector_field, EMBED_RECORD]}
+    if source is True:
+        return {"excludes": [EMBED_RECORD]}
+    if isinstance(source, list):
+        if _names_embed(source) or not any("*" in f for f in source):
+            return source  # plain field names never match _embed by accident
+        return {"includes": source, "excludes": [EMBED_RECORD]}
+    if isinstance(source, dict):  # includes/excludes: strings or lists (checked by spec)
+        if _names_embed(_as_list(source.get("includes", source.get("include")))):
+            return source
+        key = "exclude" if "exclude" in source else "excludes"
+        return {**source, key: [*_as_list(source.get(key)), EMBED_RECORD]}
     return source
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def _names_embed(fields: list[Any]) -> bool:
+    return any(
+        isinstance(f, str) and (f == EMBED_RECORD or f.startswith(EMBED_RECORD + "."))
+        for f in fields
+    )
 
 
 def bm25_query(

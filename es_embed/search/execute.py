@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
-from es_embed.errors import EmbedError, ErrorKind, invalid
+from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import IndexTarget
 from es_embed.search import fusion
 from es_embed.search.builders import Plan, msearch_lines, plan
 from es_embed.search.fusion import Hit, LegHit, LegScore
+from es_embed.search.refusal import error_from, foreign, reason, unreachable, withheld
 from es_embed.search.spec import SearchSpec
 
 # (text, dims or None for the model's) -> unit vector; e.g. EmbeddingService.embed_query
@@ -47,18 +48,29 @@ class SearchResult:
 
 
 class Searcher:
-    """Searches the configured indices; one per process (it caches the native probe)."""
+    """Searches the configured indices; one per process (it caches the native probe).
+
+    ``es`` runs the searches: ideally a client whose API key may only read the configured
+    indices, so Elasticsearch itself holds the boundary. ``meta_es`` (default ``es``) reads
+    the licence for native fusion, which such a key may not. ``allow_scripts`` is the
+    ``search.allow_scripts`` setting, for the front ends that parse requests.
+    """
 
     def __init__(
         self,
         es: AsyncElasticsearch,
         embed_query: QueryEmbedder,
         indices: Iterable[IndexTarget],
+        *,
+        meta_es: AsyncElasticsearch | None = None,
+        allow_scripts: bool = False,
     ) -> None:
         self._es = es
+        self._meta_es = meta_es or es
         self._embed_query = embed_query
         self._indices = {conf.name: conf for conf in indices}
         self._native: dict[str, tuple[float, str | None]] = {}
+        self.allow_scripts = allow_scripts
 
     def index_settings(self, name: str) -> IndexTarget:
         conf = self._indices.get(name)
@@ -112,9 +124,9 @@ class Searcher:
                 include_named_queries_score=True if p.named_scores else None,
             )
         except ApiError as exc:
-            raise _api_error(exc, leg.name, spec) from None
+            raise await self._refusal(exc.meta.status, exc.body, leg.name, spec) from None
         except TransportError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
         raw_hits = resp["hits"]["hits"]
         if leg.name in ("bm25", "knn"):
             return fusion.single(leg.name, _leg_hits(raw_hits), offset=spec.from_)
@@ -124,28 +136,48 @@ class Searcher:
         try:
             resp = await self._es.msearch(searches=msearch_lines(p))
         except ApiError as exc:
-            raise _api_error(exc, "hybrid", spec) from None
+            raise await self._refusal(exc.meta.status, exc.body, "hybrid", spec) from None
         except TransportError as exc:
-            raise _unreachable(exc) from None
+            raise unreachable(exc) from None
         legs: dict[str, list[LegHit]] = {}
         for leg, item in zip(p.requests, resp["responses"], strict=True):
             if "error" in item:
-                raise _error_from(item.get("status", 500), item["error"], leg.name, spec)
+                status = item.get("status", 500)
+                raise await self._refusal(status, item["error"], leg.name, spec)
             legs[leg.name] = _leg_hits(item["hits"]["hits"])
         return legs
+
+    async def _refusal(self, status: int, body: Any, leg: str, spec: SearchSpec) -> EmbedError:
+        """Elasticsearch's reason, unless it names an index the caller was not given."""
+        if foreign(body, spec.index) and foreign(body, spec.index, await self._behind(spec.index)):
+            return withheld(leg, spec)
+        return error_from(status, body, leg, spec)
+
+    async def _behind(self, name: str) -> set[str]:
+        """The concrete indices of a configured name (only asked when a refusal names one)."""
+        try:
+            resolved = await self._es.indices.resolve_index(name=name)
+        except (ApiError, TransportError):
+            return set()  # cannot tell: every other name stays foreign
+        names = {i["name"] for i in resolved.get("indices", [])}
+        for alias in resolved.get("aliases", []):
+            names.update(alias.get("indices", []))
+        for stream in resolved.get("data_streams", []):
+            names.update(stream.get("backing_indices", []))
+        return names
 
     async def require_native(self, index: str, kind: str) -> None:
         """Refuse native fusion clearly unless the licence has it and a probe succeeds."""
         cached = self._native.get(kind)
         if cached is not None and time.monotonic() - cached[0] < NATIVE_CACHE_SECONDS:
-            reason = cached[1]
+            why = cached[1]
         else:
-            reason = await native_unavailable(self._es, index, kind)
-            self._native[kind] = (time.monotonic(), reason)
-        if reason is not None:
+            why = await native_unavailable(self._meta_es, index, kind)
+            self._native[kind] = (time.monotonic(), why)
+        if why is not None:
             raise EmbedError(
                 ErrorKind.UNPROCESSABLE,
-                f"fusion native_{kind} is not available on this cluster: {reason}; "
+                f"fusion native_{kind} is not available on this cluster: {why}; "
                 f"use fusion {kind} (client-side, any licence)",
                 param="fusion",
                 code="native_fusion_unavailable",
@@ -157,7 +189,7 @@ async def native_unavailable(es: AsyncElasticsearch, index: str, kind: str) -> s
     try:
         licence = (await es.license.get())["license"]
     except ApiError as exc:
-        return f"GET _license failed ({exc.meta.status}: {_reason(exc.body)})"
+        return f"GET _license failed ({exc.meta.status}: {reason(exc.body)})"
     if licence.get("status") != "active" or licence.get("type") in _LICENCES_WITHOUT_RETRIEVERS:
         return (
             f"the {licence.get('status')} {licence.get('type')} licence does not include the "
@@ -174,7 +206,7 @@ async def native_unavailable(es: AsyncElasticsearch, index: str, kind: str) -> s
             index=index, body={"size": 0, "retriever": {kind: {"retrievers": children}}}
         )
     except ApiError as exc:
-        return f"the probe answered {exc.meta.status}: {_reason(exc.body)}"
+        return f"the probe answered {exc.meta.status}: {reason(exc.body)}"
     return None
 
 
@@ -189,59 +221,6 @@ def _scored_hit(raw: Mapping[str, Any], named: bool) -> Hit:
         for name, score in (raw.get("matched_queries") or {}).items():
             legs[name] = LegScore(None, float(score), float(score))
     return Hit(raw["_index"], raw["_id"], float(raw["_score"]), raw.get("_source"), legs)
-
-
-def _reason(body: Any) -> str:
-    if isinstance(body, Mapping):
-        error = body.get("error", body)
-        if isinstance(error, Mapping):
-            roots = error.get("root_cause") or []
-            if roots and isinstance(roots[0], Mapping) and roots[0].get("reason"):
-                return str(roots[0]["reason"])
-            return str(error.get("reason") or error.get("type") or error)
-        return str(error)
-    return str(body)
-
-
-def _api_error(exc: ApiError, leg: str, spec: SearchSpec) -> EmbedError:
-    return _error_from(exc.meta.status, exc.body, leg, spec)
-
-
-def _error_from(status: int, body: Any, leg: str, spec: SearchSpec) -> EmbedError:
-    reason = _reason(body)
-    error = body.get("error", body) if isinstance(body, Mapping) else {}
-    if status == 404 or (
-        isinstance(error, Mapping) and "index_not_found" in str(error.get("type"))
-    ):
-        return EmbedError(
-            ErrorKind.NOT_FOUND,
-            f"index {spec.index!r} does not exist in Elasticsearch ({reason})",
-            param="index",
-            code="index_not_found",
-        )
-    if status == 400:
-        # Most likely the caller's filter (the only DSL we did not write ourselves).
-        return invalid(
-            f"Elasticsearch refused the {leg} request: {reason}",
-            "filter" if spec.filter else None,
-            code="search_rejected",
-        )
-    if status == 429:
-        return EmbedError(
-            ErrorKind.OVERLOADED,
-            f"Elasticsearch is overloaded: {reason}",
-            code="es_overloaded",
-            retry_after=1.0,
-        )
-    return _unavailable(f"Elasticsearch answered {status} to the {leg} request: {reason}")
-
-
-def _unreachable(exc: TransportError) -> EmbedError:
-    return _unavailable(f"cannot reach Elasticsearch: {exc}")
-
-
-def _unavailable(message: str) -> EmbedError:
-    return EmbedError(ErrorKind.UNAVAILABLE, message, code="elasticsearch_unavailable")
 
 
 def _as_query_error(exc: EmbedError) -> EmbedError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from es_embed.errors import invalid, valid_unicode
+from es_embed.search.boundary import check_filter
 
 Mode = Literal["bm25", "knn", "hybrid"]
 Fusion = Literal["rrf", "linear", "sum", "native_rrf", "native_linear"]
@@ -25,6 +26,11 @@ MAX_WINDOW = 10_000
 MAX_NUM_CANDIDATES = 10_000
 DEFAULT_WINDOW = 100
 DEFAULT_RANK_CONSTANT = 60
+# Elasticsearch reads rank_constant as a Java int.
+MAX_RANK_CONSTANT = 2**31 - 1
+# Weights only matter relative to each other (linear) or to the other leg's scale (sum); a
+# bound keeps every fused score finite (two legs at 1.7e308 would sum to Infinity).
+MAX_WEIGHT = 1e6
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class SearchSpec:
                 "k",
             )
         _check_int(self.from_, "from", 0, MAX_WINDOW)
-        _check_int(self.rank_constant, "rank_constant", 1, None)
+        _check_int(self.rank_constant, "rank_constant", 1, MAX_RANK_CONSTANT)
         if self.num_candidates is not None:
             _check_int(self.num_candidates, "num_candidates", self.window, MAX_NUM_CANDIDATES)
 
@@ -72,8 +78,12 @@ _KNOWN = (
 )  # fmt: skip
 
 
-def spec_from_json(raw: Any) -> SearchSpec:
-    """Validate a decoded JSON request body; every error names its field."""
+def spec_from_json(raw: Any, *, allow_scripts: bool = False) -> SearchSpec:
+    """Validate a decoded JSON request body; every error names its field.
+
+    The filter may read only the searched index (``boundary``); scripts in it pass only
+    with ``allow_scripts`` (the ``search.allow_scripts`` setting).
+    """
     if not isinstance(raw, Mapping):
         raise invalid("the request body must be a JSON object", None)
     for key in raw:
@@ -97,7 +107,7 @@ def spec_from_json(raw: Any) -> SearchSpec:
         fusion=cast(Fusion, fusion),
         k=_int(raw.get("k", 10), "k"),
         from_=_int(raw.get("from", 0), "from"),
-        filter=parse_filter(raw.get("filter")),
+        filter=parse_filter(raw.get("filter"), allow_scripts=allow_scripts),
         weights=parse_weights(raw.get("weights")),
         source=parse_source(raw.get("source")),
         window=_int(raw.get("window", DEFAULT_WINDOW), "window"),
@@ -106,8 +116,11 @@ def spec_from_json(raw: Any) -> SearchSpec:
     )
 
 
-def parse_filter(value: Any, param: str = "filter") -> tuple[dict[str, Any], ...]:
-    """One query DSL object or a list of them (ANDed, as in a bool filter)."""
+def parse_filter(
+    value: Any, param: str = "filter", *, allow_scripts: bool = False
+) -> tuple[dict[str, Any], ...]:
+    """One query DSL object or a list of them (ANDed, as in a bool filter), reading nothing
+    but the searched index."""
     if value is None:
         return ()
     items = value if isinstance(value, list) else [value]
@@ -119,6 +132,7 @@ def parse_filter(value: Any, param: str = "filter") -> tuple[dict[str, Any], ...
                 '{"term": {"lang": "en"}}',
                 where,
             )
+        check_filter(item, where, allow_scripts=allow_scripts)
     return tuple(items)
 
 
@@ -132,20 +146,37 @@ def parse_weights(value: Any, param: str = "weights") -> dict[str, float]:
         where = f"{param}.{key}"
         if key not in LEGS:
             raise invalid(f"{where}: unknown leg; legs are bm25 and knn", where)
-        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w < float("inf"):
-            raise invalid(f"{where} must be a number >= 0, got {w!r}", where)
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= MAX_WEIGHT:
+            raise invalid(f"{where} must be a number from 0 to {MAX_WEIGHT:g}, got {w!r}", where)
         weights[key] = float(w)
     if not any(weights.values()):
         raise invalid(f"{param}: at least one weight must be above 0", param)
     return weights
 
 
+_SOURCE_KEYS = ("includes", "excludes", "include", "exclude")
+
+
 def parse_source(value: Any, param: str = "source") -> Source:
-    if value is None or isinstance(value, bool | dict):
+    """true, false, a list of field names, or ``{includes, excludes}`` (strings or lists)."""
+    if value is None or isinstance(value, bool):
         return cast(Source, value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if _field_names(value):
         return list(value)
+    if isinstance(value, dict):
+        for key, fields in value.items():
+            where = f"{param}.{key}"
+            if key not in _SOURCE_KEYS:
+                raise invalid(f"{where}: unknown key; a source filter has includes and "
+                              "excludes", where)  # fmt: skip
+            if not isinstance(fields, str) and not _field_names(fields):
+                raise invalid(f"{where} must be a field name or a list of them", where)
+        return dict(value)
     raise invalid(f"{param} must be true, false, a list of field names or a source filter", param)
+
+
+def _field_names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _string(value: Any, param: str) -> str:

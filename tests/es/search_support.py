@@ -56,21 +56,24 @@ RARE = "QX7731"  # one exact token, meaningless to the model
 BOTH = f"{PARAPHRASE} {RARE}"
 
 
+def text_and_vector(dims: int, **fields: str) -> dict[str, Any]:
+    """The mapping of a searchable test index: title and text, ``fields`` (name: type), and
+    the ``embedding`` dense_vector of ``dims``."""
+    return {
+        "properties": {
+            "title": {"type": "text"},
+            "text": {"type": "text"},
+            **{name: {"type": kind} for name, kind in fields.items()},
+            "embedding": {"type": "dense_vector", "dims": dims, "similarity": "cosine"},
+        }
+    }
+
+
 @pytest.fixture(scope="module")
 def corpus(es: Elasticsearch, minilm_encoder: Encoder) -> Iterator[IndexSettings]:
     name = f"test-search-{uuid.uuid4().hex[:8]}"
     dims = minilm_encoder.info.hidden_size
-    es.indices.create(
-        index=name,
-        mappings={
-            "properties": {
-                "title": {"type": "text"},
-                "text": {"type": "text"},
-                "topic": {"type": "keyword"},
-                "embedding": {"type": "dense_vector", "dims": dims, "similarity": "cosine"},
-            }
-        },
-    )
+    es.indices.create(index=name, mappings=text_and_vector(dims, topic="keyword"))
     ids = list(DOCS)
     texts = [f"{DOCS[i]['title']}\n{DOCS[i]['text']}".strip() for i in ids]
     vectors = minilm_encoder.forward(minilm_encoder.tokenize(texts))

@@ -4,7 +4,9 @@ nothing written to Elasticsearch (neither the configured index nor the state ind
 afterwards, or the index holds no document).
 
 Rows that live elsewhere (not repeated here): tests/unit/test_config.py (every config key's
-type and range, in-process), tests/es/test_search_cli.py (--k, --filter, --weights, unknown
+type and range, in-process), tests/unit/test_config_checks.py (names, fields, URLs, bounds,
+duplicate YAML keys, unreadable files, in-process), tests/unit/test_config_fuzz.py (any config
+loads or is one line, exit 2), tests/es/test_search_cli.py (--k, --filter, --weights, unknown
 index for search), tests/unit/test_follow_cli.py (ingest --dry-run bad line, unknown index
 in-process), tests/es/test_ingest_load.py (bad line through the Loader).
 """
@@ -24,7 +26,7 @@ import pytest
 import yaml
 from elasticsearch import Elasticsearch
 
-from tests.faults.support import REPO, sidecar_env
+from tests.faults.support import REPO, free_port, sidecar_env
 
 pytestmark = [pytest.mark.es, pytest.mark.slow]
 
@@ -130,6 +132,51 @@ CONFIG_ROWS = [
     ("not YAML", "server: [1\n", ("not valid YAML",)),
 ]
 
+# Issue 14: settings that would destroy or flood data, and files that are not text. Each row
+# runs through one command, in turn (a process start costs seconds): the rows above show every
+# command refuses what the loader refuses, and these are all the loader's.
+DATA_CONFIG_ROWS = [
+    (
+        "vector field is a text field",
+        "indices:\n  - name: x\n    vector_field: text\n",
+        ("indices[0] (x).vector_field", "'text'", "also a text field"),
+    ),
+    (
+        "vector field is _embed",
+        "indices:\n  - name: x\n    vector_field: _embed\n",
+        ("vector_field", "'_embed'"),
+    ),
+    ("wildcard index name", "indices:\n  - name: '*'\n", ("indices[0].name", "'*'", "wildcards")),
+    ("comma in index name", "indices:\n  - name: a,b\n", ("indices[0].name", "','")),
+    ("hidden index name", "indices:\n  - name: .x\n", ("indices[0].name", "starts with '.'")),
+    (
+        "state index followed",
+        "follow:\n  state_index: x\nindices:\n  - name: x\n",
+        ("indices[0] (x).name", "follow.state_index"),
+    ),
+    (
+        "page size past the result window",
+        "follow:\n  page_size: 100000\n",
+        ("follow.page_size", "at most 10000", "max_result_window"),
+    ),
+    (
+        "not a URL",
+        "elasticsearch:\n  url: not a url\n",
+        ("elasticsearch.url", "'not a url'"),
+    ),
+    (
+        "URL without a port",
+        "elasticsearch:\n  url: http://a:9200,http://b\n",
+        ("elasticsearch.url", "'http://b'", "port"),
+    ),
+    (
+        "duplicate key",
+        "follow:\n  page_size: 5\n  page_size: 6\n",
+        ("duplicate key 'page_size'", "lines 2 and 3"),
+    ),
+    ("binary file", b"\x88\x99\x00\xff", ("cannot read config file", "not UTF-8 text")),
+]
+
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("command", COMMANDS)
@@ -139,6 +186,52 @@ def test_bad_config_file(command: str, ws: Workspace, es: Elasticsearch) -> None
         args = command_args(command, ws, config)
         code, out, err = cli(*args)
         assert_refused(code, out, err, *needles, es=es, ws=ws)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("command", "row"),
+    [(COMMANDS[i % len(COMMANDS)], row) for i, row in enumerate(DATA_CONFIG_ROWS)],
+    ids=[row[0] for row in DATA_CONFIG_ROWS],
+)
+def test_config_that_would_destroy_or_flood_data(
+    command: str, row: tuple[str, str | bytes, tuple[str, ...]], ws: Workspace, es: Elasticsearch
+) -> None:
+    name, text, needles = row
+    config = write(ws, f"{command}-{name.replace(' ', '-')}.yaml", text)
+    code, out, err = cli(*command_args(command, ws, config))
+    assert "Traceback" not in err
+    assert_refused(code, out, err, *needles, es=es, ws=ws)
+
+
+@pytest.mark.timeout(60)
+def test_serve_with_a_binary_api_keys_file(ws: Workspace, es: Elasticsearch) -> None:
+    keys = write(ws, "keys.bin", b"\x88\x99\x00\xffkey\n")
+    raw = yaml.safe_load(ws.good.read_text())
+    raw["server"] = {"api_keys_file": str(keys)}
+    config = write(ws, "binary-keys.yaml", yaml.safe_dump(raw))
+    code, out, err = cli("serve", "--config", config)
+    assert "Traceback" not in err
+    assert_refused(code, out, err, "server.api_keys_file", "not UTF-8 text", es=es, ws=ws)
+
+
+@pytest.mark.timeout(120)
+def test_backfill_gives_up_while_elasticsearch_is_unreachable(
+    ws: Workspace, with_model: Path
+) -> None:
+    # serve waits out any outage; a one-shot backfill gives up after follow.give_up_seconds.
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    raw = yaml.safe_load(with_model.read_text())
+    raw["elasticsearch"] = {"url": url, "request_timeout": 2}
+    raw["follow"] = {**raw["follow"], "give_up_seconds": 1, "max_backoff": 0.5}
+    config = write(ws, "unreachable.yaml", yaml.safe_dump(raw))
+    code, out, err = cli("backfill", "--config", config)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, (code, out, err)
+    assert "Traceback" not in err
+    assert lines[-1].startswith(f"error: cannot reach Elasticsearch at {url}"), err
+    assert [line for line in lines if "error:" in line] == [lines[-1]], err
+    assert any("retrying in" in line for line in lines), err  # it did wait before giving up
 
 
 @pytest.mark.timeout(60)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
 
+from es_embed.follow.feed import ShardFeed
 from tests.es.follow_support import (
     all_current,
     all_docs,
@@ -117,3 +121,50 @@ async def test_a_document_written_back_whole_without_its_vector_gets_it_again(
         await es.index(index=index, id="rmw", document={**source, "tag": "edited"})
         await wait_until(lambda: all_current(env), what="vector restored")
         assert env.encoder.encoded_inputs == 2
+
+
+async def test_a_document_that_no_longer_fits_the_mapping_is_given_up_not_blocking(
+    es_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    given_up: list[tuple[str, str]] = []
+    give_up = ShardFeed._give_up
+
+    async def spy(feed: ShardFeed, hit: dict[str, Any], reason: str) -> None:
+        given_up.append((hit["_id"], reason))
+        await give_up(feed, hit, reason)
+
+    monkeypatch.setattr(ShardFeed, "_give_up", spy)
+    async with followed_index(es_url) as env:
+        es, index = env.es, env.index
+        await es.index(index=index, id="misfit", document={"title": "not a number", "text": "x"})
+        # An integer sub-field added afterwards: the text already stored no longer parses, so
+        # any write to this document (our vector included) is refused until it is rewritten.
+        mapping = await es.indices.get_mapping(index=index)
+        title = mapping[index]["mappings"]["properties"]["title"]
+        title["fields"] = {**title.get("fields", {}), "n": {"type": "integer"}}
+        await es.indices.put_mapping(index=index, properties={"title": title})
+        ops = []
+        for i in range(30):
+            ops += [{"index": {"_index": index, "_id": f"later-{i}"}},
+                    {"title": str(i), "text": f"written after the misfit {i}"}]  # fmt: skip
+        resp = await es.bulk(operations=ops)
+        assert not resp["errors"]
+        last = max(int(item["index"]["_seq_no"]) for item in resp["items"])
+        follower = env.follower()
+        with caplog.at_level(logging.ERROR, logger="es_embed.follow.feed"):
+            async with running(follower):
+
+                async def later_current_and_passed() -> bool:
+                    docs = await all_docs(es, index)
+                    later = {k: v for k, v in docs.items() if k != "misfit"}
+                    stale = stale_documents(env, later)
+                    return not stale and min(follower.checkpoints.values()) >= last
+
+                # Not the freshness bound: this test is about outcomes, on a shared machine.
+                await wait_until(later_current_and_passed, 30, "later documents embedded")
+        docs = await all_docs(es, index)
+        assert "embedding" not in docs["misfit"] and "_embed" not in docs["misfit"]
+        assert [doc_id for doc_id, _ in given_up] == ["misfit"]
+        assert "document_parsing_exception" in given_up[0][1]
+        assert follower.progress.failed == 1
+        assert f"{index}: giving up on document misfit" in caplog.text

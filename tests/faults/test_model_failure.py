@@ -9,22 +9,18 @@ process-level tests use the tiny Qwen instead).
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from es_embed.api.app import create_app
 from es_embed.api.keys import ES_CLIENT, FOLLOWERS
 from es_embed.config import settings_from_dict
-from es_embed.embed.protocol import Tokenized
 from es_embed.provision.setup import Setup
 from tests.es.follow_support import unique
-from tests.fakes import ANY_SHAPE, FakeEncoder
+from tests.fakes import ANY_SHAPE, HeldEncoder
 from tests.faults.support import (
     Expect,
     bulk_docs,
@@ -38,22 +34,6 @@ from tests.faults.support import (
 pytestmark = [pytest.mark.es]
 
 FAILURE = "simulated CUDA error: an illegal memory access was encountered"
-
-
-class HeldEncoder(FakeEncoder):
-    """While ``hold`` is set, forward() signals ``entered`` and waits for ``release``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hold = threading.Event()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        if self.hold.is_set():
-            self.entered.set()
-            self.release.wait(20)
-        return super().forward(batch)
 
 
 @pytest.mark.timeout(60)

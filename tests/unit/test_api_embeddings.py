@@ -91,6 +91,19 @@ async def test_control_characters_and_nul_are_text(client: Client) -> None:
     assert len((await resp.json())["data"]) == 2
 
 
+@pytest.mark.parametrize("text", ["", " ", "\t\n", "\x00", "\u3000", "\xa0x", "a", " a "])
+async def test_blank_input_rule_is_the_followers(client: Client, text: str) -> None:
+    # One rule for "no text": what the follower would not embed, the API refuses, and the
+    # other way round (U+3000 and NBSP are text to both: is_blank follows Java's trim()).
+    from es_embed.indices.document import document_text
+
+    follower_embeds = document_text({"f": text}, ["f"]) != ""
+    resp = await client.post("/v1/embeddings", json={"input": ["ok", text]})
+    assert (resp.status == 200) == follower_embeds, (text, await resp.text())
+    if not follower_embeds:
+        assert (await error_of(resp, 400))["param"] == "input[1]"
+
+
 async def test_truncation_is_reported_in_usage(client: Client) -> None:
     long_text = " ".join(f"word{i}" for i in range(20))  # 21 tokens > max_length 8
     resp = await client.post("/v1/embeddings", json={"input": [long_text, "short"]})
@@ -106,6 +119,9 @@ BAD_INPUTS: list[tuple[Any, int, str | None, tuple[str, ...]]] = [
     ({"input": ""}, 400, "input", ("empty",)),
     ({"input": []}, 400, "input", ("empty list",)),
     ({"input": ["ok", "", "ok"]}, 400, "input[1]", ("input[1]", "empty")),
+    ({"input": "   "}, 400, "input", ("input is empty or whitespace-only",)),
+    ({"input": ["ok", " \t\r\n"]}, 400, "input[1]", ("input[1]", "whitespace-only")),
+    ({"input": ["ok", "\u0000\u0007 "]}, 400, "input[1]", ("whitespace-only",)),
     ({"input": ["a", "b", "c", 7]}, 400, "input[3]", ("input[3]", "string", "number")),
     ({"input": ["a", None]}, 400, "input[1]", ("string", "null")),
     ({"input": 42}, 400, "input", ("string or a list of strings", "number")),

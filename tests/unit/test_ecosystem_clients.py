@@ -19,6 +19,7 @@ import pytest
 import tiktoken
 from langchain_openai import OpenAIEmbeddings
 from llama_index.embeddings.openai_like import OpenAILikeEmbedding
+from prometheus_client import generate_latest
 
 from es_embed.config import DEFAULT_QUERY_TASK, settings_from_dict
 from es_embed.embed.encoder import HFEncoder
@@ -126,7 +127,7 @@ def test_langchain_default_first_downloads_tiktoken_files(
 
 def http_requests(sidecar: Sidecar) -> list[str]:
     """The request counter's lines from /metrics' registry (one per route and status)."""
-    lines = sidecar.registry.render().splitlines()
+    lines = generate_latest(sidecar.registry).decode().splitlines()
     return [line for line in lines if line.startswith("es_embed_http_requests_total{")]
 
 

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elastic_transport import ApiResponseMeta, HttpHeaders
-from elasticsearch import ApiError
 
 from es_embed.cli.progress import ProgressLine, render
 from es_embed.config import (
@@ -24,8 +22,16 @@ from es_embed.elastic.retry import Backoff
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError
 from es_embed.indices.resolve import resolve_index
-from es_embed.ingest.loader import IngestOptions, Line, Loader, chunks, read_lines, validate
-from tests.fakes import FakeEncoder
+from es_embed.ingest.loader import (
+    IngestOptions,
+    IngestResult,
+    Line,
+    Loader,
+    chunks,
+    read_lines,
+    validate,
+)
+from tests.fakes import FakeEncoder, ScriptedBulk, Whole
 
 
 def jsonl(tmp_path: Path, lines: list[str]) -> Path:
@@ -68,39 +74,61 @@ def test_chunks_are_bounded_by_count_and_bytes() -> None:
     assert sizes == [2, 2, 2, 2, 2]  # 150 bytes each with the vector estimate
 
 
-class FlakyBulk:
-    """Answers 429 for the whole request once, then per item for every other document."""
+TOO_MANY = (429, "es_rejected_execution_exception")
 
-    def __init__(self) -> None:
-        self.calls: list[int] = []
 
-    async def bulk(self, operations: list[dict[str, Any]]) -> dict[str, Any]:
-        n = len(operations) // 2
-        self.calls.append(n)
-        if len(self.calls) == 1:
-            meta = ApiResponseMeta(429, "1.1", HttpHeaders(), 0.0, None)  # type: ignore[arg-type]
-            raise ApiError("too many requests", meta, {})
-        if len(self.calls) == 2:
-            statuses = [429 if i % 2 else 201 for i in range(n)]
-        else:
-            statuses = [201] * n
-        return {"items": [{"index": {"status": s}} for s in statuses]}
+async def load(tmp_path: Path, rows: list[str], script: ScriptedBulk, **kw: Any) -> IngestResult:
+    path = jsonl(tmp_path, rows)
+    service = EmbeddingService(FakeEncoder(), BatchSettings(), ModelSettings(name="fake"))
+    await service.start()
+    es = script.client()
+    try:
+        target = resolve_index(IndexSettings(name="idx", dims=32), service.info.shape)
+        options = IngestOptions(chunk_docs=10, max_backoff=0.01, **kw)
+        return await Loader(es, service, target, options).run(path)
+    finally:
+        await es.close()
+        await service.stop()
 
 
 async def test_429s_are_retried_until_every_document_is_written(tmp_path: Path) -> None:
     rows = [json.dumps({"_id": str(i), "text": f"doc {i}"}) for i in range(6)]
-    path = jsonl(tmp_path, rows)
-    service = EmbeddingService(FakeEncoder(), BatchSettings(), ModelSettings(name="fake"))
-    await service.start()
-    try:
-        es = FlakyBulk()
-        target = resolve_index(IndexSettings(name="idx", dims=32), service.info.shape)
-        options = IngestOptions(chunk_docs=10, max_backoff=0.01)
-        result = await Loader(es, service, target, options).run(path)  # type: ignore[arg-type]
-    finally:
-        await service.stop()
-    assert es.calls == [6, 6, 3]  # whole request again, then only the refused half
-    assert (result.indexed, result.embedded, result.failed, result.retries) == (6, 6, 0, 2)
+    script = ScriptedBulk(
+        lambda ids: Whole(429, "es_rejected_execution_exception"),  # the whole request
+        lambda ids: [TOO_MANY if i % 2 else (201, None) for i in range(len(ids))],
+    )
+    result = await load(tmp_path, rows, script)
+    calls = [len(ids) for ids in script.calls]
+    assert calls == [6, 6, 3]  # whole request again, then only the refused half
+    assert (result.indexed, result.embedded, result.failed) == (6, 6, 0)
+    assert result.retries == 0  # the client's own 429 retries were enough
+
+
+async def test_a_write_block_is_waited_out_and_a_final_refusal_reported(tmp_path: Path) -> None:
+    rows = [json.dumps({"_id": str(i), "text": f"doc {i}"}) for i in range(4)]
+    rows.append(json.dumps({"_id": "empty", "title": ""}))
+    blocked = (403, "cluster_block_exception")
+    script = ScriptedBulk(
+        lambda ids: [blocked] * len(ids),
+        lambda ids: [blocked, (201, None), (400, "document_parsing_exception"), blocked, blocked],
+        lambda ids: [(503, "unavailable_shards_exception"), (201, None), (201, None)],
+    )
+    result = await load(tmp_path, rows, script)
+    everything = ["0", "1", "2", "3", "empty"]
+    assert script.calls == [everything, everything, ["0", "3", "empty"], ["0"]]
+    assert (result.indexed, result.embedded, result.failed, result.retries) == (4, 3, 1, 3)
+    assert result.first_error is not None
+    assert result.first_error.startswith("document 2: 400 document_parsing_exception")
+
+
+async def test_generated_ids_match_outcomes_to_documents(tmp_path: Path) -> None:
+    rows = [json.dumps({"text": f"doc {i}"}) for i in range(3)] + [json.dumps({"title": ""})]
+    script = ScriptedBulk(lambda ids: [TOO_MANY, (201, None), (201, None), (201, None)])
+    result = await load(tmp_path, rows, script, id_field=None)
+    first, again = script.calls
+    assert len(set(first)) == 4 and all(len(i) == 20 for i in first)
+    assert again == first[:1]  # the refused document is sent again under the same id
+    assert (result.indexed, result.embedded, result.failed) == (4, 3, 0)
 
 
 def test_progress_line_shows_counts_rate_and_eta() -> None:

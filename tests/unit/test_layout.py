@@ -3,7 +3,7 @@
 Layers, lowest first; a module may import its own layer's siblings' *lower* layers only
 (and within its own folder freely):
 
-    base       config, errors, metrics
+    base       config, errors, metrics, strict_json
     embed      the model side (no Elasticsearch, no HTTP)
     elastic    Elasticsearch access;   indices: one configured index and its documents
     follow / ingest / provision / search: the jobs (follow never imports the others)
@@ -25,15 +25,26 @@ ALLOWED: dict[str, set[str]] = {
     "config": set(),
     "errors": set(),
     "metrics": set(),
+    "strict_json": {"errors"},
     "embed": {"config", "errors", "metrics"},
     "elastic": {"config", "errors", "metrics"},
     "indices": {"config", "errors", "embed"},
     "follow": {"config", "errors", "metrics", "embed", "elastic", "indices"},
     "ingest": {"config", "errors", "metrics", "embed", "elastic", "indices"},
-    "search": {"config", "errors", "metrics", "embed", "elastic", "indices"},
+    "search": {"config", "errors", "metrics", "strict_json", "embed", "elastic", "indices"},
     # setup creates the state index the follower owns
     "provision": {"config", "errors", "embed", "elastic", "indices", "follow"},
-    "api": {"config", "errors", "metrics", "embed", "elastic", "indices", "follow", "search"},
+    "api": {
+        "config",
+        "errors",
+        "metrics",
+        "strict_json",
+        "embed",
+        "elastic",
+        "indices",
+        "follow",
+        "search",
+    },  # fmt: skip
     "cli": {
         "config",
         "errors",

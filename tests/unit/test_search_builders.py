@@ -19,7 +19,7 @@ from es_embed.search.spec import SearchSpec
 CONF = IndexSettings(name="docs", text_fields=("title", "body"), vector_field="vec", dims=64)
 VEC = [0.5, -0.25, 0.125]
 TERM = {"term": {"lang": "en"}}
-SOURCE = {"excludes": ["vec"]}
+SOURCE = {"excludes": ["vec", "_embed"]}  # the default: no vector, no _embed record
 MM = {"multi_match": {"query": "red fox", "fields": ["title", "body"]}}
 FILTERED_MM = {"bool": {"must": [MM], "filter": [TERM]}}
 

@@ -31,9 +31,10 @@ SIDECAR_KEY = "sk-sidecar-5e1f0c9a7b3d4e2f"
 OTHER_KEY = "sk-presented-but-wrong-91c2d7e4"  # a client's key is a secret too
 ES_PASSWORD = "es-pw-b8d3a1f6c0e94257"
 ES_API_KEY = "ZXMtYXBpLWtleS1pZDplcy1hcGkta2V5LXNlY3JldC0zYTdm"
+ES_SEARCH_KEY = "c2VhcmNoLWtleS1pZDpzZWFyY2gta2V5LXNlY3JldC04YjFj"  # search_api_key
 # The password also travels as base64 in the Basic header: grep for that form too.
 BASIC_HEADER = base64.b64encode(f"elastic:{ES_PASSWORD}".encode()).decode()
-SECRETS = (SIDECAR_KEY, OTHER_KEY, ES_PASSWORD, ES_API_KEY, BASIC_HEADER)
+SECRETS = (SIDECAR_KEY, OTHER_KEY, ES_PASSWORD, ES_API_KEY, ES_SEARCH_KEY, BASIC_HEADER)
 DEAD_ES = "http://127.0.0.1:9"
 
 
@@ -55,8 +56,12 @@ def raw_settings(es_auth: dict[str, str]) -> dict[str, object]:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "es_auth",
-    [{"username": "elastic", "password": ES_PASSWORD}, {"api_key": ES_API_KEY}],
-    ids=["basic", "api_key"],
+    [
+        {"username": "elastic", "password": ES_PASSWORD},
+        {"api_key": ES_API_KEY},
+        {"username": "elastic", "password": ES_PASSWORD, "search_api_key": ES_SEARCH_KEY},
+    ],
+    ids=["basic", "api_key", "search_api_key"],
 )
 async def test_in_process_logs_errors_and_metrics_hold_no_secret(
     caplog: pytest.LogCaptureFixture, es_auth: dict[str, str]
@@ -161,7 +166,9 @@ def test_settings_repr_hides_secrets_from_the_environment() -> None:
             "ES_EMBED_SERVER_API_KEYS": SIDECAR_KEY,
             "ES_EMBED_ELASTICSEARCH_API_KEY": ES_API_KEY,
             "ES_EMBED_ELASTICSEARCH_PASSWORD": ES_PASSWORD,
+            "ES_EMBED_ELASTICSEARCH_SEARCH_API_KEY": ES_SEARCH_KEY,
         },
     )
     assert settings.elasticsearch.password == ES_PASSWORD  # loaded, just never shown
+    assert settings.elasticsearch.search_api_key == ES_SEARCH_KEY
     assert leaks(repr(settings)) == []
