@@ -1,6 +1,7 @@
 """Embedding throughput and query latency: the model's forward-only limit vs. the server.
 
     python bench/embed_throughput.py [--model minilm|tiny-qwen|DIR] [--docs 512] [--device cpu]
+    python bench/embed_throughput.py --latency                     # queries under a bulk flood
     python bench/embed_throughput.py --gpu-shape qwen3-4b          # forward only, for a GPU
 
 In one run, on the same model and the same texts (the first ``--docs`` SciFact documents,
@@ -14,6 +15,14 @@ title and abstract, cut at ``--max-length`` tokens):
 3. **query latency**: single short queries (``input_type: query``) sent one after another,
    p50/p99, alone and while 32 clients flood the server with bulk batches.
 
+``--latency`` instead runs two servers side by side, one with bulk batches bounded by model
+time (``batching.max_bulk_batch_ms``, the default or ``--bound-ms``) and one unbounded (0):
+a user sends a query, waits for the answer, waits ``spacing`` seconds and sends the next
+(spacings 0.05, 0.5 and 2 s), first with the server idle, then while 32 clients flood each
+server with 16-document requests. It reports query p50/p99/max idle and under the flood,
+and the bulk tokens/s answered while the queries ran. Targets (issue 13): loaded p99 <= 3x
+idle p99 at every spacing, bounded bulk tokens/s >= 0.95x unbounded.
+
 ``--gpu-shape qwen3-4b`` instead builds a randomly initialised Qwen3-Embedding-4B-shaped model
 in bfloat16 and reports forward-only tokens/s and model FLOP utilisation on 512-token inputs.
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -57,6 +67,8 @@ CORPUS = shared_data_dir() / "scifact" / "corpus.jsonl"
 TEXTS_PER_REQUEST = 16
 CLIENT_COUNTS = (1, 8, 32)
 FLOOD_CLIENTS = 32
+SPACINGS = (0.05, 0.5, 2.0)
+MIN_QUERIES = 25  # per spacing and run: the window grows with the spacing to send them
 H100_BF16_DENSE_FLOPS = 989e12
 QWEN3_4B_FLOP_PER_TOKEN = 2 * 3.6e9
 
@@ -147,16 +159,12 @@ def serve(config: Path) -> None:
 
 
 class Server:
-    def __init__(self, args: argparse.Namespace, model: str, batch_size: int, workdir: Path):
+    def __init__(
+        self, args: argparse.Namespace, model: str, batching: dict[str, Any], workdir: Path
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        batching = {}
-        if not args.server_default_batching:
-            # The limit is measured at the best batch size; give the server the same.
-            batching = {
-                "max_batch_size": batch_size,
-                "max_batch_tokens": batch_size * args.max_length,
-            }
+        workdir.mkdir(parents=True, exist_ok=True)
         config = {
             "server": {"host": "127.0.0.1", "port": self.port},
             "model": {"name": model, "device": args.device, "max_length": args.max_length},
@@ -246,9 +254,19 @@ async def server_throughput(url: str, texts: list[str], clients: int, fmt: str) 
 
 
 async def query_latency(
-    url: str, queries: list[str], texts: list[str], flood: int, fmt: str
+    url: str,
+    queries: list[str],
+    texts: list[str],
+    flood: int,
+    fmt: str,
+    spacing: float = 0.0,
+    window: float | None = None,
 ) -> dict[str, Any]:
-    """p50/p99 of single queries sent one after another, optionally under a bulk flood."""
+    """p50/p99 of single queries, optionally under a bulk flood from ``flood`` clients.
+
+    Each query is sent once the previous one is answered and ``spacing`` seconds have passed;
+    with a ``window`` the queries cycle until it is over, else each is sent once.
+    """
     import aiohttp
 
     stop = asyncio.Event()
@@ -268,29 +286,43 @@ async def query_latency(
         if flood:
             await asyncio.sleep(2.0)  # let the bulk queue fill before measuring
         flood_started = time.perf_counter()
-        latencies = []
-        for text in queries:
+        latencies: list[float] = []
+        while window is None or time.perf_counter() - flood_started < window:
+            if window is None and len(latencies) == len(queries):
+                break
             started = time.perf_counter()
+            text = queries[len(latencies) % len(queries)]
             await post(session, url, {"input": text, "input_type": "query"}, fmt)
             latencies.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(spacing)
         flood_ended = time.perf_counter()
         stop.set()
         await asyncio.gather(*flooders)
     ms = np.array(latencies)
     return {
         "flood_clients": flood,
+        "spacing_s": spacing,
         "queries": len(ms),
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
         # Bulk work answered while the queries ran: what the query priority cost the flood.
-        "flood_tokens_per_s": (
-            sum(n for t, n in answered if flood_started <= t <= flood_ended)
-            / (flood_ended - flood_started)
-            if flood
-            else None
-        ),
+        "flood_tokens_per_s": bulk_rate(answered, flood_started, flood_ended) if flood else None,
+        "load_average": os.getloadavg(),
     }
+
+
+def bulk_rate(answered: list[tuple[float, int]], start: float, end: float) -> float:
+    """Tokens/s answered in [start, end], counted from the first answer in it to the last.
+
+    Not tokens over the whole window: answers come in bursts (a batch of 64 documents
+    completes four requests at once, seconds apart on a CPU), so a window's edges would cut
+    a burst in or out at random; between two answers the work done is what was answered.
+    """
+    inside = sorted((t, n) for t, n in answered if start <= t <= end)
+    if len(inside) < 2 or inside[-1][0] == inside[0][0]:
+        return 0.0
+    return sum(n for _, n in inside[1:]) / (inside[-1][0] - inside[0][0])
 
 
 # ---- main modes --------------------------------------------------------------------------
@@ -356,7 +388,12 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  service in-process, {callers:>2} callers: "
                   f"{in_process[-1]['tokens_per_s']:,.0f} tokens/s", flush=True)  # fmt: skip
         results["in_process"] = in_process
-        async with Server(args, model, best_size, workdir) as server:
+        batching: dict[str, Any] = {}
+        if not args.server_default_batching:
+            # The limit is measured at the best batch size; give the server the same.
+            tokens_cap = best_size * args.max_length
+            batching = {"max_batch_size": best_size, "max_batch_tokens": tokens_cap}
+        async with Server(args, model, batching, workdir) as server:
             results["server_settings"] = server.settings
             await server_throughput(server.url, texts[:64], 8, args.encoding_format)  # warm-up
             runs = []
@@ -384,6 +421,57 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
         results["limit"] = {**best, "before": before, "after": after}
         for run in [*runs, *in_process]:
             run["ratio"] = run["tokens_per_s"] / best["tokens_per_s"]
+        results["load_average_after"] = os.getloadavg()
+    return results
+
+
+async def run_latency_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Query latency under a bulk flood at each spacing, bounded vs. unbounded, side by side:
+    both servers run at once (the one not being measured is idle), and at each spacing the
+    two flood runs follow each other, so a shared machine's load drifts into both alike."""
+    texts, queries = read_corpus(Path(args.corpus), args.docs)
+    schedulers = {
+        "bounded": {} if args.bound_ms is None else {"max_bulk_batch_ms": args.bound_ms},
+        "unbounded": {"max_bulk_batch_ms": 0},
+    }
+    fmt = args.encoding_format
+    with tempfile.TemporaryDirectory(prefix="es-embed-bench-") as tmp:
+        model = model_dir(args.model, Path(tmp))
+        print(f"model {model}; {len(texts)} documents; device {args.device}", flush=True)
+        results: dict[str, Any] = {
+            "mode": "latency",
+            "model": args.model,
+            "max_length": args.max_length,
+            "encoding_format": fmt,
+            "schedulers": schedulers,
+            "load_average_before": os.getloadavg(),
+            "runs": [],
+        }
+        async with contextlib.AsyncExitStack() as stack:
+            servers = {
+                name: await stack.enter_async_context(
+                    Server(args, model, batching, Path(tmp) / name)
+                )
+                for name, batching in schedulers.items()
+            }
+            for server in servers.values():
+                await server_throughput(server.url, texts[:64], 8, fmt)  # warm-up
+            for spacing in args.spacings:
+                window = max(args.window, MIN_QUERIES * spacing)
+                idle = await query_latency(
+                    servers["bounded"].url, queries, texts, 0, fmt, spacing, window
+                )
+                print(f"  spacing {spacing:g} s, idle: p50 {idle['p50_ms']:.1f} ms, "
+                      f"p99 {idle['p99_ms']:.1f} ms", flush=True)  # fmt: skip
+                for name, server in servers.items():
+                    loaded = await query_latency(
+                        server.url, queries, texts, FLOOD_CLIENTS, fmt, spacing, window
+                    )
+                    run = {"spacing_s": spacing, "scheduler": name, "idle": idle, "loaded": loaded}
+                    results["runs"].append(run)
+                    print(f"  spacing {spacing:g} s, {name} under flood: p50 "
+                          f"{loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms, bulk "
+                          f"{loaded['flood_tokens_per_s']:,.0f} tokens/s", flush=True)  # fmt: skip
         results["load_average_after"] = os.getloadavg()
     return results
 
@@ -464,7 +552,41 @@ def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
 # ---- report ------------------------------------------------------------------------------
 
 
+def latency_table(r: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:.1f}" for x in r["load_average_before"])
+    after = ", ".join(f"{x:.1f}" for x in r["load_average_after"])
+    bound = r["schedulers"]["bounded"].get("max_bulk_batch_ms", "default")
+    lines = [
+        f"{r['model']}: one user querying (wait for the answer, then `spacing` s) while "
+        f"{FLOOD_CLIENTS} clients send {TEXTS_PER_REQUEST} SciFact documents per request "
+        f"(cut at {r['max_length']} tokens); bounded = max_bulk_batch_ms {bound}, unbounded = "
+        f"0; load average {load} before, {after} after, on {r['host']['cpus']} CPUs",
+        "",
+        "| spacing | scheduler | queries | idle p50 / p99 ms | loaded p50 / p99 ms | max ms | "
+        "p99 vs idle | bulk tokens/s | vs unbounded |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    unbounded = {
+        run["spacing_s"]: run["loaded"]["flood_tokens_per_s"]
+        for run in r["runs"]
+        if run["scheduler"] == "unbounded"
+    }
+    for run in r["runs"]:
+        idle, loaded = run["idle"], run["loaded"]
+        ratio = loaded["p99_ms"] / idle["p99_ms"]
+        bulk = loaded["flood_tokens_per_s"]
+        lines.append(
+            f"| {run['spacing_s']:g} s | {run['scheduler']} | {loaded['queries']} | "
+            f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} | "
+            f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | {loaded['max_ms']:.0f} | "
+            f"{ratio:.1f}x | {bulk:,.0f} | {bulk / unbounded[run['spacing_s']]:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def table(r: dict[str, Any]) -> str:
+    if r.get("mode") == "latency":
+        return latency_table(r)
     if "rows" in r:
         lines = [
             f"Qwen3-Embedding-4B shape ({r['layers']} layers, random bf16 weights) on "
@@ -537,6 +659,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="cli: python -m es_embed.cli serve; factory: create_app run by this script",
     )
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="query latency under a bulk flood at several spacings, bounded vs unbounded",
+    )
+    p.add_argument(
+        "--spacings",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=list(SPACINGS),
+        help="latency: seconds between an answer and the next query",
+    )
+    p.add_argument("--window", type=float, default=30.0, help="latency: seconds per run, at least")
+    p.add_argument(
+        "--bound-ms",
+        type=float,
+        default=None,
+        help="latency: max_bulk_batch_ms of the bounded server (default: the setting's)",
+    )
     p.add_argument("--gpu-shape", choices=("qwen3-4b",), default=None)
     p.add_argument("--layers", type=int, default=36, help="gpu-shape: fewer layers for a smoke run")
     p.add_argument("--seq", type=int, default=512, help="gpu-shape: tokens per input")
@@ -558,7 +698,10 @@ def main() -> int:
         serve(Path(args.serve))
         return 0
     started = datetime.now(UTC)
-    results = run_gpu_shape(args) if args.gpu_shape else asyncio.run(run_server_bench(args))
+    if args.gpu_shape:
+        results = run_gpu_shape(args)
+    else:
+        results = asyncio.run(run_latency_bench(args) if args.latency else run_server_bench(args))
     results.update(
         {
             "started": started.isoformat(),
@@ -570,7 +713,8 @@ def main() -> int:
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"embed-{'gpu-' if args.gpu_shape else ''}{started:%Y%m%dT%H%M%S}"
+    kind = "gpu-" if args.gpu_shape else "latency-" if args.latency else ""
+    stem = f"embed-{kind}{started:%Y%m%dT%H%M%S}"
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     (out / f"{stem}.md").write_text(text + "\n")
     print(f"\nwrote {out / stem}.json and .md")
