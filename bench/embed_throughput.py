@@ -20,7 +20,7 @@ time (``batching.max_bulk_batch_ms``, the default or ``--bound-ms``) and one unb
 a user sends a query, waits for the answer, waits ``spacing`` seconds and sends the next
 (spacings 0.05, 0.5 and 2 s), first with the server idle, then while 32 clients flood each
 server with 16-document requests. It reports query p50/p99/max idle and under the flood,
-and the bulk tokens/s answered while the queries ran. Targets (issue 13): loaded p99 <= 3x
+and the bulk tokens/s embedded while the queries ran. Targets (issue 13): loaded p99 <= 3x
 idle p99 at every spacing, bounded bulk tokens/s >= 0.95x unbounded.
 
 ``--gpu-shape qwen3-4b`` instead builds a randomly initialised Qwen3-Embedding-4B-shaped model
@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -69,6 +70,7 @@ CLIENT_COUNTS = (1, 8, 32)
 FLOOD_CLIENTS = 32
 SPACINGS = (0.05, 0.5, 2.0)
 MIN_QUERIES = 25  # per spacing and run: the window grows with the spacing to send them
+BULK_TOKENS = re.compile(r'^es_embed_tokens_total\{lane="bulk"\} (\S+)$', re.MULTILINE)
 H100_BF16_DENSE_FLOPS = 989e12
 QWEN3_4B_FLOP_PER_TOKEN = 2 * 3.6e9
 
@@ -176,6 +178,7 @@ class Server:
         self.log = workdir / "server.log"
         self.settings = config
         self.how = args.server_cmd
+        self.threads: int | None = args.threads
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> Server:
@@ -183,8 +186,13 @@ class Server:
 
         command = server_command(self.config, self.how)
         print(f"  starting server: {' '.join(command)}", flush=True)
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)  # torch's intra-op threads
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+            )
         deadline = time.monotonic() + 300
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -269,16 +277,14 @@ async def query_latency(
     """
     import aiohttp
 
-    stop = asyncio.Event()
-    answered: list[tuple[float, int]] = []  # (when, tokens) of each bulk answer
+    counts: list[tuple[float, float]] = []  # (when, bulk tokens embedded) at each change
 
     async def flooder(session: aiohttp.ClientSession, seed: int) -> None:
         rng = random.Random(seed)
-        while not stop.is_set():
+        while True:
             start = rng.randrange(0, max(1, len(texts) - TEXTS_PER_REQUEST))
             chunk = texts[start : start + TEXTS_PER_REQUEST]
-            tokens = await post(session, url, {"input": chunk}, fmt)
-            answered.append((time.perf_counter(), tokens))
+            await post(session, url, {"input": chunk}, fmt)
 
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -286,6 +292,7 @@ async def query_latency(
         if flood:
             await asyncio.sleep(2.0)  # let the bulk queue fill before measuring
         flood_started = time.perf_counter()
+        counter = asyncio.create_task(count_bulk_tokens(session, url, counts))
         latencies: list[float] = []
         while window is None or time.perf_counter() - flood_started < window:
             if window is None and len(latencies) == len(queries):
@@ -295,9 +302,11 @@ async def query_latency(
             await post(session, url, {"input": text, "input_type": "query"}, fmt)
             latencies.append((time.perf_counter() - started) * 1000)
             await asyncio.sleep(spacing)
-        flood_ended = time.perf_counter()
-        stop.set()
-        await asyncio.gather(*flooders)
+        # Hang up rather than wait: the server drops the queued inputs of a client that has
+        # gone, so the next run starts on an empty queue (see settle()).
+        for task in [counter, *flooders]:
+            task.cancel()
+        await asyncio.gather(counter, *flooders, return_exceptions=True)
     ms = np.array(latencies)
     return {
         "flood_clients": flood,
@@ -306,23 +315,44 @@ async def query_latency(
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
-        # Bulk work answered while the queries ran: what the query priority cost the flood.
-        "flood_tokens_per_s": bulk_rate(answered, flood_started, flood_ended) if flood else None,
+        # Bulk work done while the queries ran: what the query priority cost the flood.
+        "flood_tokens_per_s": bulk_rate(counts) if flood else None,
+        "flood_batches": len(counts) - 1,  # changes of the count seen (batches, or more)
         "load_average": os.getloadavg(),
     }
 
 
-def bulk_rate(answered: list[tuple[float, int]], start: float, end: float) -> float:
-    """Tokens/s answered in [start, end], counted from the first answer in it to the last.
+async def settle(url: str, fmt: str) -> None:
+    """Return once the server is idle: a query is answered after the batch in flight."""
+    import aiohttp
 
-    Not tokens over the whole window: answers come in bursts (a batch of 64 documents
-    completes four requests at once, seconds apart on a CPU), so a window's edges would cut
-    a burst in or out at random; between two answers the work done is what was answered.
+    async with aiohttp.ClientSession() as session:
+        await post(session, url, {"input": "settle", "input_type": "query"}, fmt)
+
+
+async def count_bulk_tokens(session: Any, url: str, counts: list[tuple[float, float]]) -> None:
+    """Poll the server's es_embed_tokens_total{lane="bulk"}; keep (time, value) at each change.
+
+    The count moves once per batch, so a rate between two changes is exact to the polling
+    interval, where counting answered requests is not: a request's 16 documents are spread
+    over several batches (grouped by length), and one batch of 64 can take seconds on a CPU.
     """
-    inside = sorted((t, n) for t, n in answered if start <= t <= end)
-    if len(inside) < 2 or inside[-1][0] == inside[0][0]:
+    while True:
+        async with session.get(f"{url}/metrics") as resp:
+            found = BULK_TOKENS.search(await resp.text())
+        value = float(found.group(1)) if found else 0.0
+        if not counts or value != counts[-1][1]:
+            counts.append((time.perf_counter(), value))
+        await asyncio.sleep(0.1)
+
+
+def bulk_rate(counts: list[tuple[float, float]]) -> float:
+    """Tokens/s from the first change of the count to the last (the first entry is where
+    the count stood when the run began; 0 with fewer than two changes)."""
+    changes = counts[1:]
+    if len(changes) < 2:
         return 0.0
-    return sum(n for _, n in inside[1:]) / (inside[-1][0] - inside[0][0])
+    return (changes[-1][1] - changes[0][1]) / (changes[-1][0] - changes[0][0])
 
 
 # ---- main modes --------------------------------------------------------------------------
@@ -444,6 +474,7 @@ async def run_latency_bench(args: argparse.Namespace) -> dict[str, Any]:
             "max_length": args.max_length,
             "encoding_format": fmt,
             "schedulers": schedulers,
+            "threads": args.threads,
             "load_average_before": os.getloadavg(),
             "runs": [],
         }
@@ -455,7 +486,7 @@ async def run_latency_bench(args: argparse.Namespace) -> dict[str, Any]:
                 for name, batching in schedulers.items()
             }
             for server in servers.values():
-                await server_throughput(server.url, texts[:64], 8, fmt)  # warm-up
+                await server_throughput(server.url, texts[:16], 4, fmt)  # warm-up
             for spacing in args.spacings:
                 window = max(args.window, MIN_QUERIES * spacing)
                 idle = await query_latency(
@@ -467,6 +498,7 @@ async def run_latency_bench(args: argparse.Namespace) -> dict[str, Any]:
                     loaded = await query_latency(
                         server.url, queries, texts, FLOOD_CLIENTS, fmt, spacing, window
                     )
+                    await settle(server.url, fmt)
                     run = {"spacing_s": spacing, "scheduler": name, "idle": idle, "loaded": loaded}
                     results["runs"].append(run)
                     print(f"  spacing {spacing:g} s, {name} under flood: p50 "
@@ -560,10 +592,11 @@ def latency_table(r: dict[str, Any]) -> str:
         f"{r['model']}: one user querying (wait for the answer, then `spacing` s) while "
         f"{FLOOD_CLIENTS} clients send {TEXTS_PER_REQUEST} SciFact documents per request "
         f"(cut at {r['max_length']} tokens); bounded = max_bulk_batch_ms {bound}, unbounded = "
-        f"0; load average {load} before, {after} after, on {r['host']['cpus']} CPUs",
+        f"0; torch threads {r['threads'] or 'default'}; load average {load} before, {after} "
+        f"after, on {r['host']['cpus']} CPUs",
         "",
         "| spacing | scheduler | queries | idle p50 / p99 ms | loaded p50 / p99 ms | max ms | "
-        "p99 vs idle | bulk tokens/s | vs unbounded |",
+        "p99 vs idle | bulk tokens/s (batches) | vs unbounded |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     unbounded = {
@@ -579,9 +612,14 @@ def latency_table(r: dict[str, Any]) -> str:
             f"| {run['spacing_s']:g} s | {run['scheduler']} | {loaded['queries']} | "
             f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} | "
             f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | {loaded['max_ms']:.0f} | "
-            f"{ratio:.1f}x | {bulk:,.0f} | {bulk / unbounded[run['spacing_s']]:.2f}x |"
+            f"{ratio:.1f}x | {bulk:,.0f} ({loaded['flood_batches']}) | "
+            f"{versus(bulk, unbounded[run['spacing_s']])} |"
         )
     return "\n".join(lines)
+
+
+def versus(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"
 
 
 def table(r: dict[str, Any]) -> str:
@@ -677,6 +715,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="latency: max_bulk_batch_ms of the bounded server (default: the setting's)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the servers (OMP_NUM_THREADS; default: torch's, one per core)",
+    )
     p.add_argument("--gpu-shape", choices=("qwen3-4b",), default=None)
     p.add_argument("--layers", type=int, default=36, help="gpu-shape: fewer layers for a smoke run")
     p.add_argument("--seq", type=int, default=512, help="gpu-shape: tokens per input")
@@ -709,13 +753,13 @@ def main() -> int:
             "argv": sys.argv[1:],
         }
     )
-    text = table(results)
-    print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kind = "gpu-" if args.gpu_shape else "latency-" if args.latency else ""
     stem = f"embed-{kind}{started:%Y%m%dT%H%M%S}"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))  # first: kept if below fails
+    text = table(results)
+    print("\n" + text)
     (out / f"{stem}.md").write_text(text + "\n")
     print(f"\nwrote {out / stem}.json and .md")
     return 0
