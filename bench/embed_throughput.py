@@ -359,13 +359,15 @@ def bulk_rate(counts: list[tuple[float, float]]) -> float:
 
 
 async def service_throughput(
-    encoder: Any, texts: list[str], callers: int, batch_size: int
+    encoder: Any, texts: list[str], callers: int, batching: BatchSettings, warm: bool = False
 ) -> dict[str, Any]:
-    """The batcher alone, in this process, no HTTP: splits the server's cost into its parts."""
-    service = EmbeddingService(
-        encoder, BatchSettings(max_batch_size=batch_size), ModelSettings(name="bench")
-    )
+    """The batcher alone, in this process, no HTTP: splits the server's cost into its parts.
+    ``warm``: measure the model's speed first, as ``serve`` does, so bulk batches are bounded
+    from the start."""
+    service = EmbeddingService(encoder, batching, ModelSettings(name="bench"))
     await service.start()
+    if warm:
+        await service.warm_up(prove_budget=False)
     pending = [texts[i : i + TEXTS_PER_REQUEST] for i in range(0, len(texts), TEXTS_PER_REQUEST)]
     tokens = 0
 
@@ -411,7 +413,9 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
         in_process = []
         for callers in (8, 32):
             tries = [
-                await service_throughput(encoder, texts, callers, best_size)
+                await service_throughput(
+                    encoder, texts, callers, BatchSettings(max_batch_size=best_size)
+                )
                 for _ in range(args.repeats)
             ]
             in_process.append(max(tries, key=lambda r: r["tokens_per_s"]))
@@ -504,8 +508,33 @@ async def run_latency_bench(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"  spacing {spacing:g} s, {name} under flood: p50 "
                           f"{loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms, bulk "
                           f"{loaded['flood_tokens_per_s']:,.0f} tokens/s", flush=True)  # fmt: skip
+        results["bulk_ab"] = await bulk_ab(args, model, texts, schedulers)
         results["load_average_after"] = os.getloadavg()
     return results
+
+
+async def bulk_ab(
+    args: argparse.Namespace, model: str, texts: list[str], schedulers: dict[str, Any]
+) -> dict[str, list[float]]:
+    """Bulk tokens/s of each scheduler with no queries and no HTTP, in this process, the
+    runs alternating (A B B A ...) so the machine's drifting load falls on both alike."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = ModelSettings(name=model, device=args.device, max_length=args.max_length)
+    encoder = load_encoder(settings)
+    docs = texts[: args.ab_docs]
+    out: dict[str, list[float]] = {name: [] for name in schedulers}
+    for round_ in range(args.ab_rounds):
+        order = list(schedulers.items())
+        for name, batching in order if round_ % 2 == 0 else reversed(order):
+            run = await service_throughput(
+                encoder, docs, FLOOD_CLIENTS, BatchSettings(**batching), warm=True
+            )
+            out[name].append(run["tokens_per_s"])
+            print(f"  bulk only, in process, {name}: {run['tokens_per_s']:,.0f} tokens/s")
+    return out
 
 
 def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
@@ -615,6 +644,16 @@ def latency_table(r: dict[str, Any]) -> str:
             f"{ratio:.1f}x | {bulk:,.0f} ({loaded['flood_batches']}) | "
             f"{versus(bulk, unbounded[run['spacing_s']])} |"
         )
+    ab = r.get("bulk_ab")
+    if ab:
+        mean = {name: sum(v) / len(v) for name, v in ab.items()}
+        runs = "; ".join(f"{name} " + ", ".join(f"{x:,.0f}" for x in v) for name, v in ab.items())
+        lines += [
+            "",
+            f"Bulk only (no queries, no HTTP, in process, runs alternating): bounded "
+            f"{mean['bounded']:,.0f} vs unbounded {mean['unbounded']:,.0f} tokens/s = "
+            f"{versus(mean['bounded'], mean['unbounded'])} ({runs}).",
+        ]
     return "\n".join(lines)
 
 
@@ -715,6 +754,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="latency: max_bulk_batch_ms of the bounded server (default: the setting's)",
     )
+    p.add_argument("--ab-docs", type=int, default=128, help="latency: documents per A/B run")
+    p.add_argument("--ab-rounds", type=int, default=2, help="latency: A/B rounds (2 runs each)")
     p.add_argument(
         "--threads",
         type=int,

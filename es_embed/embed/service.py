@@ -148,18 +148,20 @@ class EmbeddingService:
             return False, self._failure
         return True, None
 
-    async def warm_up(self, token_budget: int | None = None) -> None:
+    async def warm_up(self, token_budget: int | None = None, prove_budget: bool = True) -> None:
         """Run the shapes the model will see before the first request does: the largest
-        batch the token budget allows (which also proves the budget fits: one that does not is
-        halved until it does), a bulk batch of about max_bulk_batch_ms (whose measured speed
-        bounds the first real one), and a lone query."""
+        batch the token budget allows (``prove_budget``: it shows the budget fits, and one that
+        does not is halved until it does; pointless in host memory, which swaps rather than
+        fails), a bulk batch of about max_bulk_batch_ms (whose measured speed bounds the first
+        real one), and a lone query."""
         budget = self._lanes.budget
         if token_budget is not None:
             budget.set_ceiling(token_budget)
         long = self._encoder.tokenize([" ".join(["warm"] * WARMUP_WIDTH)])
         width = len(long[0].ids)
         most = self._batching.max_batch_size
-        await self._run("bulk", long * max(1, min(most, budget.current // width)), False)
+        largest = max(1, min(most, budget.current // width)) if prove_budget else 1
+        await self._run("bulk", long * largest, False)
         if budget.current < budget.ceiling:  # the largest batch did not fit: never try it again
             budget.set_ceiling(budget.current)
         bulk = long * max(1, min(most, self._lanes.bulk_budget() // width))
@@ -401,7 +403,7 @@ async def embedding_service(
     try:
         if loaded is not None and warm_up:
             budget, how = loaded.token_budget(settings.batching.max_batch_tokens)
-            await service.warm_up(budget)
+            await service.warm_up(budget, prove_budget=loaded.info.device != "cpu")
             info = loaded.info
             log.info(
                 "model ready: %s on %s (%s), memory %s; %s",

@@ -95,25 +95,27 @@ async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -
 
 
 @pytest.mark.parametrize(
-    ("bound_ms", "warm_up", "batches"),
+    ("bound_ms", "prove_budget", "warm_up", "batches"),
     [
         # 10 ms per padded token; 250 ms of model time = 25 tokens: two 10-token documents.
         # Warm-up: 64 // 32 = 2 inputs of 32 tokens, then one input (the bound), a query.
         # The sizes are exact while the overhead of a pass stays under 50 ms (a quarter).
-        (250, [2, 1, 1], [2, 2, 2]),
+        (250, True, [2, 1, 1], [2, 2, 2]),
+        # Without proving the budget (CPU) the first pass is one input: the speed is the same.
+        (250, False, [1, 1, 1], [2, 2, 2]),
         # No bound: the warm-up's second pass and the documents fill the token budget.
-        (0, [2, 2, 1], [6]),
+        (0, True, [2, 2, 1], [6]),
     ],
 )
 async def test_service_cuts_bulk_batches_from_the_fakes_speed_after_warm_up(
-    bound_ms: float, warm_up: list[int], batches: list[int]
+    bound_ms: float, prove_budget: bool, warm_up: list[int], batches: list[int]
 ) -> None:
     enc = FakeEncoder(max_length=32, seconds_per_token=0.01)
     batching = BatchSettings(max_batch_tokens=64, max_bulk_batch_ms=bound_ms)
     svc = EmbeddingService(enc, batching, ModelSettings(name="fake"))
     await svc.start()
     try:
-        await svc.warm_up()
+        await svc.warm_up(prove_budget=prove_budget)
         assert enc.batches == warm_up
         enc.batches.clear()
         await svc.embed([" ".join(f"w{i}{j}" for j in range(9)) for i in range(6)])  # 10 tokens
