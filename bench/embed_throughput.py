@@ -625,8 +625,8 @@ def latency_table(r: dict[str, Any]) -> str:
         f"after, on {r['host']['cpus']} CPUs",
         "",
         "| spacing | scheduler | queries | idle p50 / p99 ms | loaded p50 / p99 ms | max ms | "
-        "p99 vs idle | bulk tokens/s (batches) | vs unbounded |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 vs idle | bulk tokens/s (batches) | vs unbounded | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     unbounded = {
         run["spacing_s"]: run["loaded"]["flood_tokens_per_s"]
@@ -642,7 +642,7 @@ def latency_table(r: dict[str, Any]) -> str:
             f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} | "
             f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | {loaded['max_ms']:.0f} | "
             f"{ratio:.1f}x | {bulk:,.0f} ({loaded['flood_batches']}) | "
-            f"{versus(bulk, unbounded[run['spacing_s']])} |"
+            f"{versus(bulk, unbounded[run['spacing_s']])} | {loaded['load_average'][0]:.1f} |"
         )
     ab = r.get("bulk_ab")
     if ab:
