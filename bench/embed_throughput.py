@@ -63,6 +63,7 @@ from es_embed.config import BatchSettings, ModelSettings  # noqa: E402
 from es_embed.embed.encoder import HFEncoder, load_encoder  # noqa: E402
 from es_embed.embed.protocol import Tokenized  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
+from es_embed.embed.startup import warm_up  # noqa: E402
 
 CORPUS = shared_data_dir() / "scifact" / "corpus.jsonl"
 TEXTS_PER_REQUEST = 16
@@ -367,7 +368,7 @@ async def service_throughput(
     service = EmbeddingService(encoder, batching, ModelSettings(name="bench"))
     await service.start()
     if warm:
-        await service.warm_up(prove_budget=False)
+        await warm_up(service, encoder, batching, prove_budget=False)
     pending = [texts[i : i + TEXTS_PER_REQUEST] for i in range(0, len(texts), TEXTS_PER_REQUEST)]
     tokens = 0
 
@@ -748,20 +749,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="latency: seconds between an answer and the next query",
     )
     p.add_argument("--window", type=float, default=30.0, help="latency: seconds per run, at least")
-    p.add_argument(
-        "--bound-ms",
-        type=float,
-        default=None,
-        help="latency: max_bulk_batch_ms of the bounded server (default: the setting's)",
-    )
+    p.add_argument("--bound-ms", type=float, help="latency: the bounded server's max_bulk_batch_ms")
     p.add_argument("--ab-docs", type=int, default=128, help="latency: documents per A/B run")
     p.add_argument("--ab-rounds", type=int, default=2, help="latency: A/B rounds (2 runs each)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads of the servers (OMP_NUM_THREADS; default: torch's, one per core)",
-    )
+    p.add_argument("--threads", type=int, help="torch threads per server (OMP_NUM_THREADS)")
     p.add_argument("--gpu-shape", choices=("qwen3-4b",), default=None)
     p.add_argument("--layers", type=int, default=36, help="gpu-shape: fewer layers for a smoke run")
     p.add_argument("--seq", type=int, default=512, help="gpu-shape: tokens per input")

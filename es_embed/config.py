@@ -89,6 +89,17 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class RerankerSettings:
+    name: str | None = setting(None, "Reranker: hub id or local directory; empty = none.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
+        "auto", "auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    max_length: int = setting(8192, "Most tokens per pair, prompt included (capped: model's).")
+    instruction: str = setting(DEFAULT_QUERY_TASK, "Qwen3-Reranker's <Instruct>; per request too.")
+
+
+@dataclass(frozen=True)
 class BatchSettings:
     max_batch_tokens: int = setting(
         0,
@@ -142,6 +153,12 @@ class FollowSettings:
         120.0,
         "One-shot commands (backfill) exit 1 after failing this long; serve retries forever.",
     )
+    replica_id: str = setting(
+        "", "This sidecar's name in shard leases and log lines; empty = host:pid."
+    )
+    lease_seconds: float = setting(
+        30.0, "A shard lease lapses this long after its owner last renewed it."
+    )
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,7 @@ class IndexSettings:
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    reranker: RerankerSettings = field(default_factory=RerankerSettings)
     batching: BatchSettings = field(default_factory=BatchSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     follow: FollowSettings = field(default_factory=FollowSettings)
@@ -187,6 +205,7 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "model": ModelSettings,
+    "reranker": RerankerSettings,
     "batching": BatchSettings,
     "elasticsearch": ElasticsearchSettings,
     "follow": FollowSettings,

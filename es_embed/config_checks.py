@@ -31,13 +31,13 @@ EMBED_FIELD = "_embed"  # where the follower keeps each vector's hash, model and
 # Ranges. Counts and sizes: > 0 (optional ones: 0 = auto). Waits: > 0 and at most a week.
 # Optional waits (0 = none): >= 0 and at most a week (the _ms ones in milliseconds).
 COUNTS = (
-    "server.max_body_bytes server.max_inputs model.max_length "
+    "server.max_body_bytes server.max_inputs model.max_length reranker.max_length "
     "batching.max_batch_size batching.query_queue batching.bulk_queue"
 ).split()
 OPTIONAL_COUNTS = ["batching.max_batch_tokens"]
 WAITS = (
     "batching.probe_interval_seconds elasticsearch.request_timeout follow.poll_interval "
-    "follow.max_backoff follow.give_up_seconds"
+    "follow.max_backoff follow.give_up_seconds follow.lease_seconds"
 ).split()
 OPTIONAL_WAITS = "server.drain_seconds batching.retry_after_seconds".split()
 OPTIONAL_WAITS_MS = (

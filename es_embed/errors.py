@@ -44,6 +44,10 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_value")
     return EmbedError(ErrorKind.INVALID_REQUEST, message, param=param, code=code)
 
 
+def not_found(message: str, param: str | None = None, code: str = "not_found") -> EmbedError:
+    return EmbedError(ErrorKind.NOT_FOUND, message, param=param, code=code)
+
+
 def overloaded(lane: str, retry_after: float) -> EmbedError:
     return EmbedError(
         ErrorKind.OVERLOADED,

@@ -24,7 +24,7 @@ from elastic_transport import ApiResponseMeta, BaseAsyncNode, HttpHeaders
 from elastic_transport._node import NodeApiResponse  # the return type a node must give
 from elasticsearch import AsyncElasticsearch
 
-from es_embed.embed.protocol import ModelInfo, Tokenized
+from es_embed.embed.protocol import ModelInfo, RerankerFamily, RerankerInfo, Tokenized
 from es_embed.embed.shape import ModelShape
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -63,7 +63,7 @@ class FakeEncoder:
         for text in texts:
             ids = [self._word_id(w) for w in WORD.findall(text.lower())] or [0]
             ids.append(1)  # an end-of-text token, as Qwen3's tokenizer appends
-            cut = ids[: self._info.max_length]
+            cut = ids[: self.info.max_length]
             out.append(Tokenized(ids=tuple(cut), original_length=len(ids)))
         return out
 
@@ -126,10 +126,22 @@ class HeldEncoder(FakeEncoder):
         return super().forward(batch)
 
 
+def refuse_as_a_gpu(batch: Sequence[Tokenized], most_inputs: int, most_tokens: int | None) -> None:
+    """Raise torch.cuda.OutOfMemoryError, as a GPU does, for a batch of more than
+    ``most_inputs`` inputs or ``most_tokens`` padded tokens."""
+    import torch  # here, not at the top: most unit tests never need it
+
+    padded = max(len(t.ids) for t in batch) * len(batch)
+    if len(batch) > most_inputs or padded > (most_tokens or padded):
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+            "of 23.55 GiB of which 1.12 GiB is free."
+        )
+
+
 class OutOfMemoryEncoder(FakeEncoder):
-    """forward() raises torch.cuda.OutOfMemoryError, as a GPU does, for a batch of more than
-    ``most_inputs`` inputs or ``most_tokens`` padded tokens; smaller batches run as the fake.
-    ``attempts`` records every call's batch size, refused ones included."""
+    """The fake, refusing batches above a size as a GPU out of memory does
+    (``refuse_as_a_gpu``). ``attempts`` records every call's batch size, refused ones too."""
 
     def __init__(self, most_inputs: int, most_tokens: int | None = None, **kw: Any) -> None:
         super().__init__(**kw)
@@ -138,15 +150,8 @@ class OutOfMemoryEncoder(FakeEncoder):
         self.attempts: list[int] = []
 
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
-        import torch  # here, not at the top: most unit tests never need it
-
         self.attempts.append(len(batch))
-        padded = max(len(t.ids) for t in batch) * len(batch)
-        if len(batch) > self.most_inputs or padded > (self.most_tokens or padded):
-            raise torch.cuda.OutOfMemoryError(
-                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
-                "of 23.55 GiB of which 1.12 GiB is free."
-            )
+        refuse_as_a_gpu(batch, self.most_inputs, self.most_tokens)
         return super().forward(batch)
 
 
@@ -181,11 +186,15 @@ class ScriptedBulk:
         self.steps = list(steps)
         self.calls: list[list[str]] = []  # the ids of each request, in order
         self.actions: list[list[dict[str, Any]]] = []  # the action lines of each request
+        self.sources: dict[str, dict[str, Any]] = {}  # the last document sent for each id
 
     def answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         actions = [line for line in lines if len(line) == 1 and next(iter(line)) in OPS]
         ids = [str(next(iter(a.values()))["_id"]) for a in actions]
+        for action, source in zip(lines[::2], lines[1::2], strict=False):
+            if action in actions:
+                self.sources[str(next(iter(action.values()))["_id"])] = source
         step = self.steps[len(self.calls)] if len(self.calls) < len(self.steps) else None
         self.calls.append(ids)
         self.actions.append(actions)
@@ -225,3 +234,68 @@ class ScriptedBulk:
 
 
 OPS = ("index", "create", "update", "delete")
+
+
+class FakeReranker:
+    """A deterministic reranker behind the ``Reranker`` protocol: a pair scores the share of
+    the query's distinct words that the document contains (0..1), so a test can predict the
+    ranking. Tokens: the query's words (an instruction's first), a separator, the document's
+    words, a separator; cut at ``max_length`` (a cut document loses words). Records batch
+    sizes, can simulate compute time and can be told to fail, as FakeEncoder."""
+
+    SEPARATOR = 1
+
+    def __init__(
+        self,
+        max_length: int = 64,
+        family: RerankerFamily = "qwen3",
+        model_id: str = "fake-reranker",
+        seconds_per_token: float = 0.0,
+    ) -> None:
+        self.info = RerankerInfo(model_id, family, max_length, "cpu", "float32")
+        self.seconds_per_token = seconds_per_token
+        self.batches: list[int] = []
+        self.failure: BaseException | None = None
+
+    def tokenize_pairs(
+        self, query: str, documents: Sequence[str], instruction: str | None = None
+    ) -> list[Tokenized]:
+        words = WORD.findall(f"{instruction or ''} {query}".lower())
+        head = (*(FakeEncoder._word_id(w) for w in words), self.SEPARATOR)
+        out = []
+        for doc in documents:
+            ids = (
+                *head,
+                *(FakeEncoder._word_id(w) for w in WORD.findall(doc.lower())),
+                self.SEPARATOR,
+            )
+            out.append(Tokenized(ids=ids[: self.info.max_length], original_length=len(ids)))
+        return out
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        if self.failure is not None:
+            raise self.failure
+        if self.seconds_per_token:
+            time.sleep(max(len(t.ids) for t in batch) * len(batch) * self.seconds_per_token)
+        self.batches.append(len(batch))
+        return np.array([self.score(t.ids) for t in batch], dtype=np.float32)
+
+    @classmethod
+    def score(cls, ids: Sequence[int]) -> float:
+        cut = ids.index(cls.SEPARATOR)
+        query = set(ids[:cut])
+        document = set(ids[cut + 1 :]) - {cls.SEPARATOR}
+        return len(query & document) / max(len(query), 1)
+
+
+class OutOfMemoryReranker(FakeReranker):
+    """FakeReranker refusing batches above a size as a GPU out of memory does."""
+
+    def __init__(self, most_inputs: int, most_tokens: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.most_inputs = most_inputs
+        self.most_tokens = most_tokens
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        refuse_as_a_gpu(batch, self.most_inputs, self.most_tokens)
+        return super().forward(batch)

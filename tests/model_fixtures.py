@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -50,8 +50,12 @@ TRAINING_TEXT = [
 ]
 
 
-def write_tiny_tokenizer(path: Path) -> None:
-    """A byte-level BPE tokenizer shaped like Qwen's, saved as Qwen3-Embedding ships it."""
+def write_tiny_tokenizer(
+    path: Path, extra_text: tuple[str, ...] = (), append_eot: bool = True
+) -> None:
+    """A byte-level BPE tokenizer shaped like Qwen's, saved as Qwen3-Embedding ships it
+    (``append_eot``; Qwen3-Reranker's appends nothing). ``extra_text`` joins the training
+    text, e.g. so that whole words become single tokens."""
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -79,15 +83,16 @@ def write_tiny_tokenizer(path: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(TRAINING_TEXT * 4, trainer=trainer)
+    tok.train_from_iterator([*TRAINING_TEXT, *extra_text] * 4, trainer=trainer)
     eot_id = tok.token_to_id(EOT)
-    # Qwen3-Embedding's tokenizer.json appends <|endoftext|> to every input; last-token
-    # pooling reads the hidden state there.
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"$A:0 {EOT}:0",
-        pair=f"$A:0 {EOT}:0 $B:1 {EOT}:1",
-        special_tokens=[(EOT, eot_id)],
-    )
+    if append_eot:
+        # Qwen3-Embedding's tokenizer.json appends <|endoftext|> to every input; last-token
+        # pooling reads the hidden state there.
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A:0 {EOT}:0",
+            pair=f"$A:0 {EOT}:0 $B:1 {EOT}:1",
+            special_tokens=[(EOT, eot_id)],
+        )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOT,
@@ -103,17 +108,14 @@ def write_tiny_tokenizer(path: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def write_tiny_qwen(path: Path, seed: int = 0, embedding_scale: float | None = None) -> Path:
-    """Write a random two-layer Qwen3 (hidden 64) and its tokenizer into ``path``."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
+def tiny_qwen3_config(path: Path, **extra: object) -> Any:
+    """A two-layer Qwen3 (hidden 64) for the tokenizer saved in ``path``."""
+    from transformers import AutoTokenizer, Qwen3Config
 
-    path.mkdir(parents=True, exist_ok=True)
-    write_tiny_tokenizer(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
     assert isinstance(eot_id, int)
-    config = Qwen3Config(
+    return Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -128,7 +130,18 @@ def write_tiny_qwen(path: Path, seed: int = 0, embedding_scale: float | None = N
         bos_token_id=eot_id,
         eos_token_id=eot_id,
         tie_word_embeddings=False,
+        **extra,
     )
+
+
+def write_tiny_qwen(path: Path, seed: int = 0, embedding_scale: float | None = None) -> Path:
+    """Write a random two-layer Qwen3 (hidden 64) and its tokenizer into ``path``."""
+    import torch
+    from transformers import Qwen3Model
+
+    path.mkdir(parents=True, exist_ok=True)
+    write_tiny_tokenizer(path)
+    config = tiny_qwen3_config(path)
     torch.manual_seed(seed)
     model = Qwen3Model(config).eval()
     if embedding_scale is not None:

@@ -32,8 +32,9 @@ from es_embed.api.keys import (
     STARTED_AT,
 )
 from es_embed.api.ops import get_health, get_metrics, get_models, observe_middleware
+from es_embed.api.rerank import post_rerank
 from es_embed.config import Settings, api_keys
-from es_embed.embed.protocol import Encoder
+from es_embed.embed.protocol import Encoder, Reranker
 from es_embed.embed.service import embedding_service
 from es_embed.metrics import Registry
 
@@ -46,13 +47,15 @@ def create_app(
     encoder: Encoder | None = None,
     registry: Registry | None = None,
     follow: bool = False,
+    reranker: Reranker | None = None,
 ) -> web.Application:
     """Build the app; nothing is loaded until the app starts (its cleanup_ctx runs).
 
-    ``encoder`` None loads the configured model. ``registry`` None builds this app its own
-    (with process metrics), handed to the service and the followers; never the global one,
-    so two apps in one process never mix their counts. Raises ConfigError when the API keys
-    file cannot be read, so a bad setting fails before the model is loaded.
+    ``encoder`` None loads the configured model; ``reranker`` None loads the configured
+    reranker, if any (``POST /v1/rerank`` answers 404 without one). ``registry`` None builds
+    this app its own (with process metrics), handed to the service and the followers; never
+    the global one, so two apps in one process never mix their counts. Raises ConfigError
+    when the API keys file cannot be read, so a bad setting fails before the model is loaded.
     """
     middlewares = [observe_middleware(registry := registry or Registry()), error_middleware]
     keys = api_keys(settings.server)
@@ -68,9 +71,10 @@ def create_app(
     app[SETTINGS] = settings
     app[REGISTRY] = registry
     app[STARTED_AT] = int(time.time())
-    app.cleanup_ctx.append(_service_ctx(encoder))
+    app.cleanup_ctx.append(_service_ctx(encoder, reranker))
     app.on_shutdown.append(_drain)
     app.router.add_post("/v1/embeddings", post_embeddings)
+    app.router.add_post("/v1/rerank", post_rerank)
     app.router.add_get("/v1/models", get_models)
     app.router.add_get("/health", get_health)
     app.router.add_get("/metrics", get_metrics)
@@ -82,12 +86,18 @@ def create_app(
 
 
 def _service_ctx(
-    encoder: Encoder | None,
+    encoder: Encoder | None, reranker: Reranker | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         # Warmed up before the app serves anything: the first request is not slow.
-        settings, registry = app[SETTINGS], app[REGISTRY]
-        async with embedding_service(settings, encoder, registry, warm_up=True) as service:
+        async with embedding_service(
+            app[SETTINGS],
+            encoder,
+            app[REGISTRY],
+            reranker=reranker,
+            with_reranker=True,
+            warm_up=True,
+        ) as service:
             app[SERVICE] = service
             yield
 

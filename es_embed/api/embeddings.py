@@ -61,12 +61,12 @@ async def read_json(request: web.Request) -> Any:
     return strict_json.parse(text)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number" if isinstance(value, int | float) else "value")
 
 
-def _check_text(text: str, param: str) -> str:
+def check_text(text: str, param: str) -> str:
     if not text:
         raise invalid(f"{param} is an empty string; every input needs some text", param)
     if is_blank(text):
@@ -84,21 +84,8 @@ def parse_input(value: Any, max_inputs: int) -> list[str]:
         "of strings"
     )
     if isinstance(value, str):
-        return [_check_text(value, "input")]
-    if not isinstance(value, list):
-        raise invalid(
-            f"input must be a string or a list of strings, got {_type_name(value)}", "input"
-        )
-    if not value:
-        raise invalid("input is an empty list; send at least one string", "input")
-    if len(value) > max_inputs:
-        raise EmbedError(
-            ErrorKind.TOO_LARGE,
-            f"input has {len(value):,} items, more than server.max_inputs ({max_inputs:,}) per "
-            "request; split it into several requests",
-            param="input",
-            code="too_many_inputs",
-        )
+        return [check_text(value, "input")]
+    check_list(value, "input", max_inputs, "a string or a list of strings", "one string")
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value) or all(
         isinstance(v, list) for v in value
     ):
@@ -106,17 +93,38 @@ def parse_input(value: Any, max_inputs: int) -> list[str]:
     texts = []
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise invalid(f"input[{i}] must be a string, got {_type_name(item)}", f"input[{i}]")
-        texts.append(_check_text(item, f"input[{i}]"))
+            raise invalid(f"input[{i}] must be a string, got {type_name(item)}", f"input[{i}]")
+        texts.append(check_text(item, f"input[{i}]"))
     return texts
 
 
-def check_model(value: Any, model: ModelSettings, served: str) -> None:
+def check_list(value: Any, param: str, max_inputs: int, expected: str, least: str) -> None:
+    """A non-empty list of at most ``server.max_inputs`` items (413 above)."""
+    if not isinstance(value, list):
+        raise invalid(f"{param} must be {expected}, got {type_name(value)}", param)
+    if not value:
+        raise invalid(f"{param} is an empty list; send at least {least}", param)
+    if len(value) > max_inputs:
+        raise too_many(param, len(value), max_inputs)
+
+
+def too_many(param: str, n: int, max_inputs: int) -> EmbedError:
+    return EmbedError(
+        ErrorKind.TOO_LARGE,
+        f"{param} has {n:,} items, more than server.max_inputs ({max_inputs:,}) per "
+        "request; split it into several requests",
+        param=param,
+        code="too_many_inputs",
+    )
+
+
+def check_model(value: Any, served: tuple[str, ...]) -> None:
+    """404 unless ``value`` (when given) is one of the ``served`` names of the route's model."""
     if value is None:
         return  # no model named: the one this server serves
     if not isinstance(value, str):
-        raise invalid(f"model must be a string, got {_type_name(value)}", "model")
-    names = dict.fromkeys((served, model.model_id, *model.aliases))
+        raise invalid(f"model must be a string, got {type_name(value)}", "model")
+    names = dict.fromkeys(served)
     if value not in names:
         known = ", ".join(names)
         raise EmbedError(
@@ -125,6 +133,19 @@ def check_model(value: Any, model: ModelSettings, served: str) -> None:
             param="model",
             code="model_not_found",
         )
+
+
+def check_fields(body: Any, fields: tuple[str, ...]) -> None:
+    """The body is a JSON object of known fields: a misspelt option is never ignored."""
+    if not isinstance(body, dict):
+        raise invalid(f"the request body must be a JSON object, got {type_name(body)}")
+    for name in body:
+        if name not in fields:
+            raise invalid(
+                f"unknown field {name!r}; accepted fields: {', '.join(fields)}",
+                name,
+                "unknown_field",
+            )
 
 
 def _choice(body: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -139,27 +160,16 @@ def _choice(body: Mapping[str, Any], name: str, choices: tuple[str, ...], defaul
 def parse_request(
     body: Any, model: ModelSettings, served: str, max_inputs: int
 ) -> EmbeddingRequest:
-    if not isinstance(body, dict):
-        raise invalid(f"the request body must be a JSON object, got {_type_name(body)}")
-    for name in body:
-        if name not in FIELDS:
-            raise invalid(
-                f"unknown field {name!r}; accepted fields: {', '.join(FIELDS)}",
-                name,
-                "unknown_field",
-            )
+    check_fields(body, FIELDS)
     if "input" not in body:
         raise invalid("input is required: a string or a list of strings", "input", "missing")
-    check_model(body.get("model"), model, served)
+    check_model(body.get("model"), (served, model.model_id, *model.aliases))
     dims = body.get("dimensions")
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int)):
-        raise invalid(f"dimensions must be an integer, got {_type_name(dims)}", "dimensions")
+        raise invalid(f"dimensions must be an integer, got {type_name(dims)}", "dimensions")
     input_type = _choice(body, "input_type", INPUT_TYPES, "document")
     instruction = body.get("instruction")
-    if instruction is not None:
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise invalid("instruction must be a non-empty string", "instruction")
-        valid_unicode(instruction, "instruction")
+    if check_instruction(instruction) is not None:
         if input_type != "query":
             raise invalid(
                 "instruction applies to queries only: set input_type to query", "instruction"
@@ -171,6 +181,14 @@ def parse_request(
         input_type="query" if input_type == "query" else "document",
         instruction=instruction,
     )
+
+
+def check_instruction(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise invalid("instruction must be a non-empty string", "instruction")
+    return valid_unicode(value, "instruction")
 
 
 def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:

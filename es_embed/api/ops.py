@@ -31,7 +31,22 @@ async def get_models(request: web.Request) -> web.Response:
         "matryoshka_dims": list(info.matryoshka_dims) if info.matryoshka_dims else None,
         "max_length": info.max_length,
     }
-    return web.json_response({"object": "list", "data": [model]})
+    models = [model]
+    reranker = service.reranker_info
+    if reranker is not None:
+        # After the embedding model: clients that read data[0] keep finding the embedder.
+        models.append(
+            {
+                "id": reranker.model_id,
+                "object": "model",
+                "created": request.app[STARTED_AT],
+                "owned_by": "es-embed",
+                "task": "rerank",  # served by POST /v1/rerank
+                "family": reranker.family,
+                "max_length": reranker.max_length,
+            }
+        )
+    return web.json_response({"object": "list", "data": models})
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -40,15 +55,16 @@ async def get_health(request: web.Request) -> web.Response:
     if not healthy:
         return web.json_response({"status": "unhealthy", "reason": reason}, status=503)
     info = service.info
-    return web.json_response(
-        {
-            "status": "healthy",
-            "model": info.model_id,
-            "dims": info.hidden_size,
-            "device": info.device,
-            "dtype": info.dtype,
-        }
-    )
+    body = {
+        "status": "healthy",
+        "model": info.model_id,
+        "dims": info.hidden_size,
+        "device": info.device,
+        "dtype": info.dtype,
+    }
+    if service.reranker_info is not None:
+        body["reranker"] = service.reranker_info.model_id
+    return web.json_response(body)
 
 
 async def get_metrics(request: web.Request) -> web.Response:

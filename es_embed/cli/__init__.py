@@ -12,9 +12,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from es_embed.cli import backfill, ingest, search, serve, setup
+from es_embed.cli import backfill, ingest, search, serve, setup, status
 
-COMMANDS = (serve, setup, backfill, ingest, search)
+COMMANDS = (serve, setup, backfill, ingest, search, status)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
@@ -70,3 +71,18 @@ def run_command(main: Coroutine[Any, Any, int], settings: Settings | None = None
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
+    parser.add_argument("--index", action="append", metavar="NAME", help="only this index (repeat)")
+
+
+def run_with_settings(
+    args: argparse.Namespace, command: Callable[[Settings], Coroutine[Any, Any, int]]
+) -> int:
+    """Load ``--config`` (a bad one: one line, exit 2), then run the command with it."""
+    settings = settings_or_report(args.config)
+    if settings is None:
+        return 2
+    return run_command(command(settings), settings)

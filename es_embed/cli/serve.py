@@ -40,8 +40,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the embedding API (and the follower for configured indices)",
-        description="Serve /v1/embeddings, /v1/models, /health, /metrics (and /v1/search when "
-        "indices are configured), and keep the configured indices' vectors filled.",
+        description="Serve /v1/embeddings, /v1/rerank, /v1/models, /health, /metrics (and "
+        "/v1/search when indices are configured), and keep the configured indices' vectors "
+        "filled.",
     )
     p.add_argument(
         "--config", metavar="FILE", help="YAML settings file (see es-embed.example.yaml)"
@@ -119,6 +120,8 @@ async def serve(app: web.Application, settings: Settings) -> int:
     )
     try:
         log.info("loading model %s", settings.model.name)
+        if settings.reranker.name:
+            log.info("loading reranker %s", settings.reranker.name)
         await runner.setup()  # cleanup_ctx: model, Elasticsearch client, followers
         await web.TCPSite(runner, settings.server.host, settings.server.port).start()
         log.info("%s", startup_summary(app, settings))
@@ -152,8 +155,15 @@ def startup_summary(app: web.Application, settings: Settings) -> str:
         auth = "no API keys (open to anyone who can reach it)"
     indices = ", ".join(i.name for i in settings.indices) or "none"
     follow = f"following {len(app[FOLLOWERS])} index(es)" if FOLLOWERS in app else "follow off"
+    ranker = app[SERVICE].reranker_info
+    rerank = (
+        f"reranker {ranker.model_id} ({ranker.family} family, {ranker.device}, {ranker.dtype}, "
+        f"max {ranker.max_length} tokens per pair)"
+        if ranker is not None
+        else "no reranker"
+    )
     return (
         f"es-embed serving {info.model_id} ({info.hidden_size} dims, {info.device}, "
-        f"{info.dtype}, max {info.max_length} tokens) on {_address(settings)}; {auth}; "
-        f"indices: {indices}; {follow}"
+        f"{info.dtype}, max {info.max_length} tokens) on {_address(settings)}; {rerank}; "
+        f"{auth}; indices: {indices}; {follow}"
     )

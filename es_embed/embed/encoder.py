@@ -113,7 +113,7 @@ class HFEncoder:
             attention = torch.from_numpy(mask).to(self._device)
             kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
             if self._pass_positions:
-                kwargs["position_ids"] = (attention.cumsum(dim=1) - 1).clamp(min=0)
+                kwargs["position_ids"] = real_positions(attention)
             hidden = self._model(**kwargs).last_hidden_state
             pooled = pool(hidden, attention, self._spec.pooling)
             if not bool(torch.isfinite(pooled).all()):
@@ -124,46 +124,50 @@ class HFEncoder:
         return vectors.cpu().numpy()
 
     def _pad(self, batch: Sequence[Tokenized]) -> tuple[np.ndarray, np.ndarray]:
-        width = max(len(t.ids) for t in batch)
-        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
         left = self._spec.padding_side == "left"
-        for row, item in enumerate(batch):
-            n = len(item.ids)
-            cols = slice(width - n, width) if left else slice(0, n)
-            ids[row, cols] = item.ids
-            mask[row, cols] = 1
-        return ids, mask
+        return pad_ids(batch, self._pad_id, left=left), attention_mask(batch, left=left)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], fill: int, *, left: bool) -> np.ndarray:
+    """Rows of token-level values padded with ``fill`` to the longest, on the given side."""
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, row in enumerate(rows):
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        out[i, cols] = row
+    return out
+
+
+def pad_ids(batch: Sequence[Tokenized], pad_id: int, *, left: bool) -> np.ndarray:
+    return pad_rows([t.ids for t in batch], pad_id, left=left)
+
+
+def attention_mask(batch: Sequence[Tokenized], *, left: bool) -> np.ndarray:
+    return pad_rows([(1,) * len(t.ids) for t in batch], 0, left=left)
+
+
+def real_positions(attention: torch.Tensor) -> torch.Tensor:
+    """Each token's position within its own input: left padding must not shift them, so a
+    batched input is computed exactly as it would be alone."""
+    return (attention.cumsum(dim=1) - 1).clamp(min=0)
 
 
 def load_encoder(model: ModelSettings) -> HFEncoder:
     """Load, configure and self-check the model named by the settings."""
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import AutoModel
 
-    # A weight-loading progress bar on stderr is noise in a service log and in CLI errors.
-    hf_logging.disable_progress_bar()
     device = resolve_device(model.device)
     dtype = resolve_dtype(model.dtype, device)
-    remote = model.trust_remote_code
-    try:
-        config = AutoConfig.from_pretrained(model.name, trust_remote_code=remote)
-        hf_tokenizer = AutoTokenizer.from_pretrained(model.name, trust_remote_code=remote)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.name: cannot load {model.name!r}: {exc}") from None
-    if not getattr(hf_tokenizer, "is_fast", False):
-        raise ConfigError(f"model.name: {model.name!r} has no fast (tokenizers) tokenizer")
+    config, hf_tokenizer = load_config_and_tokenizer(model.name, model.trust_remote_code)
     if hasattr(config, "use_cache"):
         config.use_cache = False  # no generation: a KV cache only costs memory
     spec = read_pooling_spec(local_dir(model.name), config)
     if spec.from_files and not spec.normalize:
         # The protocol promises unit vectors (Elasticsearch's cosine/dot_product need them).
         log.warning("%s declares no Normalize module; es-embed normalises anyway", model.name)
-    net = _load_model(model, config, device, dtype)
+    net = load_pretrained(AutoModel, model.name, config, device, dtype, model.trust_remote_code)
 
-    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
+    tokenizer = private_tokenizer(hf_tokenizer)
     prefix, suffix = _special_tokens(tokenizer, spec, hf_tokenizer, model.name)
     pad_id = hf_tokenizer.pad_token_id
     if pad_id is None:
@@ -171,9 +175,11 @@ def load_encoder(model: ModelSettings) -> HFEncoder:
     info = ModelInfo(
         model_id=model.model_id,
         hidden_size=int(getattr(config, "hidden_size", 0) or 0),
-        max_length=_max_length(model, config, hf_tokenizer, spec, len(prefix) + len(suffix)),
+        max_length=token_limit(
+            model.max_length, config, hf_tokenizer, spec.max_seq_length, len(prefix) + len(suffix)
+        ),
         device=str(device),
-        dtype=_dtype_name(dtype),
+        dtype=dtype_name(dtype),
         pooling=spec.pooling,
         matryoshka_dims=spec.matryoshka_dims,
         matryoshka=supports_matryoshka(
@@ -185,31 +191,59 @@ def load_encoder(model: ModelSettings) -> HFEncoder:
     return _self_check(encoder, model)
 
 
-def resolve_device(name: str) -> torch.device:
+def load_config_and_tokenizer(
+    name: str, trust_remote_code: bool = False, section: str = "model"
+) -> tuple[Any, Any]:
+    """The model's config and its fast tokenizer; a ConfigError naming ``section.name``."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # A weight-loading progress bar on stderr is noise in a service log and in CLI errors.
+    hf_logging.disable_progress_bar()
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        hf_tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{section}.name: cannot load {name!r}: {exc}") from None
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise ConfigError(f"{section}.name: {name!r} has no fast (tokenizers) tokenizer")
+    return config, hf_tokenizer
+
+
+def private_tokenizer(hf_tokenizer: Any) -> Tokenizer:
+    """A copy of the Rust tokenizer with no truncation or padding state, so several threads
+    may share it (the Hugging Face wrapper mutates that state on every call)."""
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def resolve_device(name: str, section: str = "model") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(
-            f"model.device: expected auto, cpu, cuda or cuda:N, got {name!r}"
+            f"{section}.device: expected auto, cpu, cuda or cuda:N, got {name!r}"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"model.device: {name!r} requested but CUDA is not available")
+            raise ConfigError(f"{section}.device: {name!r} requested but CUDA is not available")
         device = torch.device("cuda", device.index or 0)
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device, section: str = "model") -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:
-        raise ConfigError(f"model.dtype: expected auto, {', '.join(DTYPES)}, got {name!r}")
+        raise ConfigError(f"{section}.dtype: expected auto, {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, value in DTYPES.items() if value == dtype)
 
 
@@ -221,29 +255,36 @@ def _attention_choices(device: torch.device, dtype: torch.dtype) -> list[str]:
     return choices
 
 
-def _load_model(model: ModelSettings, config: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    from transformers import AutoModel
-
+def load_pretrained(
+    auto_class: Any,
+    name: str,
+    config: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    section: str = "model",
+) -> Any:
+    """``auto_class.from_pretrained`` with the fastest attention kernel the model supports."""
     last: Exception | None = None
     for attention in _attention_choices(device, dtype):
         try:
-            net = AutoModel.from_pretrained(
-                model.name,
+            net = auto_class.from_pretrained(
+                name,
                 config=config,
                 dtype=dtype,
                 attn_implementation=attention,
-                trust_remote_code=model.trust_remote_code,
+                trust_remote_code=trust_remote_code,
                 **accelerator.placement(device),
             )
         except (ValueError, ImportError) as exc:  # this architecture lacks that kernel
-            log.info("attention %s unavailable for %s: %s", attention, model.name, exc)
+            log.info("attention %s unavailable for %s: %s", attention, name, exc)
             last = exc
             continue
         except OSError as exc:
-            raise ConfigError(f"model.name: cannot load {model.name!r}: {exc}") from None
-        log.info("loaded %s with %s attention, %s on %s", model.name, attention, dtype, device)
+            raise ConfigError(f"{section}.name: cannot load {name!r}: {exc}") from None
+        log.info("loaded %s with %s attention, %s on %s", name, attention, dtype, device)
         return net.to(device).eval()
-    raise ConfigError(f"model.name: cannot load {model.name!r}: {last}")
+    raise ConfigError(f"{section}.name: cannot load {name!r}: {last}")
 
 
 def _special_tokens(
@@ -254,9 +295,7 @@ def _special_tokens(
     Derived from the tokenizer's own post-processor; for last-token models the suffix must
     end with the end-of-text token, and is made to if an older tokenizer does not add it.
     """
-    prefix, suffix = _wrap(tokenizer, PROBE_TEXTS[0])
-    if _wrap(tokenizer, PROBE_TEXTS[1]) != (prefix, suffix):
-        raise ConfigError(f"model.name: {name!r}: unsupported tokenizer post-processor")
+    prefix, suffix = tokenizer_specials(tokenizer, name)
     if spec.pooling != "lasttoken":
         return prefix, suffix
     eot = tokenizer.token_to_id(END_OF_TEXT)
@@ -275,31 +314,48 @@ def _special_tokens(
     return prefix, suffix
 
 
-def _wrap(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[int]]:
+def tokenizer_specials(
+    tokenizer: Tokenizer, name: str, section: str = "model"
+) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after every single input."""
+    prefix, suffix = _wrap(tokenizer, PROBE_TEXTS[0], section)
+    if _wrap(tokenizer, PROBE_TEXTS[1], section) != (prefix, suffix):
+        raise ConfigError(f"{section}.name: {name!r}: unsupported tokenizer post-processor")
+    return prefix, suffix
+
+
+def _wrap(tokenizer: Tokenizer, text: str, section: str) -> tuple[list[int], list[int]]:
     bare = tokenizer.encode(text, add_special_tokens=False).ids
     full = tokenizer.encode(text, add_special_tokens=True).ids
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return full[:start], full[start + len(bare) :]
-    raise ConfigError("model.name: the tokenizer's special tokens do not wrap the input")
+    raise ConfigError(f"{section}.name: the tokenizer's special tokens do not wrap the input")
 
 
-def _max_length(
-    model: ModelSettings, config: Any, hf_tokenizer: Any, spec: PoolingSpec, specials: int
+def token_limit(
+    setting: int,
+    config: Any,
+    hf_tokenizer: Any,
+    declared: int | None,
+    specials: int,
+    section: str = "model",
 ) -> int:
-    limits = [model.max_length]
+    """The smallest of the setting, the model's positions, the tokenizer's limit and a
+    declared sentence-transformers limit; it must leave room after ``specials`` tokens."""
+    limits = [setting]
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
         limits.append(positions)
     tokenizer_limit = getattr(hf_tokenizer, "model_max_length", None)
     if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < SANE_MAX_LENGTH:
         limits.append(tokenizer_limit)
-    if spec.max_seq_length:
-        limits.append(spec.max_seq_length)
+    if declared:
+        limits.append(declared)
     limit = min(limits)
     if limit <= specials:
         raise ConfigError(
-            f"model.max_length: {limit} leaves no room for text after {specials} special tokens"
+            f"{section}.max_length: {limit} leaves no room for text after {specials} special tokens"
         )
     return limit
 

@@ -137,10 +137,12 @@ def _try(
 
 def too_large_for_memory(item: Item, device: str) -> EmbedError:
     """The refusal of an input that ran out of memory alone: 413 naming it and its size."""
+    rerank = item.request.kind == "rerank"
+    field, limit = ("documents", "reranker") if rerank else ("input", "model")
     return EmbedError(
         ErrorKind.TOO_LARGE,
-        f"input[{item.index}] has {item.length} tokens, more than the model's memory holds in "
-        f"one forward pass even alone (on {device}); shorten it or lower model.max_length",
-        param=f"input[{item.index}]",
+        f"{field}[{item.index}] has {item.length} tokens, more than the {limit}'s memory holds "
+        f"in one forward pass even alone (on {device}); shorten it or lower {limit}.max_length",
+        param=f"{field}[{item.index}]",
         code="input_too_large_for_memory",
     )

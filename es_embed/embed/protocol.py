@@ -1,8 +1,10 @@
-"""The narrow seam between the batcher and a model.
+"""The narrow seams between the batcher and its models.
 
 An ``Encoder`` tokenises (any thread) and runs forward passes (only ever on the one model
 thread). Everything above it (batcher, API, follower, search) is tested with a
 deterministic fake that implements this protocol; the real model sits in ``encoder.py``.
+A ``Reranker`` (optional, ``reranker.py``) has the same two halves for (query, document)
+pairs, so its pairs queue in the same lanes and run on the same model thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from es_embed.embed.shape import ModelShape
 
 Lane = Literal["query", "bulk"]
 InputType = Literal["query", "document"]
+RerankerFamily = Literal["qwen3", "cross-encoder"]
+ModelKind = Literal["embed", "rerank"]  # which model a queued input goes to
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,23 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class RerankerInfo:
+    model_id: str  # the id /v1/rerank serves
+    family: RerankerFamily  # how pairs are formatted and scored
+    max_length: int  # effective token limit per pair, prompt included
+    device: str
+    dtype: str
+
+    @property
+    def takes_instruction(self) -> bool:
+        return self.family == "qwen3"
+
+
+@dataclass(frozen=True)
 class Tokenized:
     ids: tuple[int, ...]  # already cut to max_length, special tokens included
     original_length: int  # tokens before cutting
+    type_ids: tuple[int, ...] | None = None  # segment ids of a pair, for models that read them
 
     @property
     def truncated(self) -> bool:
@@ -59,5 +77,26 @@ class Encoder(Protocol):
 
         Called only on the model thread. Raises on any model failure (including
         non-finite output); the batcher turns that into 503s and an unhealthy /health.
+        """
+        ...
+
+
+class Reranker(Protocol):
+    @property
+    def info(self) -> RerankerInfo: ...
+
+    def tokenize_pairs(
+        self, query: str, documents: Sequence[str], instruction: str | None = None
+    ) -> list[Tokenized]:
+        """One input per document, in order; thread-safe, never called on the model thread.
+
+        ``instruction`` (families that take one) replaces the configured one.
+        """
+        ...
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        """Run the model on pairs. Returns float32 [len(batch)] relevance scores.
+
+        Called only on the model thread; raises on any model failure, as ``Encoder.forward``.
         """
         ...

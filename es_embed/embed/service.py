@@ -1,4 +1,4 @@
-"""EmbeddingService: the asyncio front end of one model running on one dedicated thread.
+"""EmbeddingService: the asyncio front end of the models running on one dedicated thread.
 
 Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
 cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
@@ -6,6 +6,9 @@ flood never delays a query's tokenisation). A batch that runs out of memory is s
 retried (``memory.py``): only an input that cannot fit even alone is refused (413). Any
 other model failure fails every waiting request with 503 and marks the service unhealthy
 until a probe succeeds. ``serve`` warms the model up before it answers anything.
+
+An optional reranker shares all of it: its pairs queue on the query lane, with the same
+admission and metrics, and run on the same thread, one model per batch (``batching.py``).
 """
 
 from __future__ import annotations
@@ -14,32 +17,47 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
-from es_embed.embed.batching import Item, Request, padded_cost
+from es_embed.embed.batching import Item, Request
 from es_embed.embed.lanes import LANES, Lanes
-from es_embed.embed.memory import forward_in_parts, too_large_for_memory
-from es_embed.embed.protocol import Encoder, InputType, Lane, ModelInfo, Tokenized
-from es_embed.errors import EmbedError, ErrorKind, invalid, unavailable
-from es_embed.metrics import SIZE_BUCKETS, Registry
+from es_embed.embed.memory import too_large_for_memory
+from es_embed.embed.protocol import (
+    Encoder,
+    InputType,
+    Lane,
+    ModelInfo,
+    ModelKind,
+    Reranker,
+    RerankerInfo,
+    Tokenized,
+)
+from es_embed.embed.runner import ModelRunner
+from es_embed.errors import EmbedError, ErrorKind, invalid, not_found, unavailable
+from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
 
 MIN_DIMS = 32
-# Tokens per warm-up input: a long document. Longer inputs are rare, and at the full
-# max_length attention alone could need more memory than a start-up check should risk.
-WARMUP_WIDTH = 512
 
 
 @dataclass(frozen=True)
 class Embeddings:
     vectors: np.ndarray  # float32 [n, dims], unit length
     prompt_tokens: int
+    truncated: int
+
+
+@dataclass(frozen=True)
+class Reranked:
+    scores: np.ndarray  # float32 [n], in the order of the documents given
+    total_tokens: int
     truncated: int
 
 
@@ -62,43 +80,29 @@ class EmbeddingService:
         batching: BatchSettings,
         model: ModelSettings,
         registry: Registry | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self._encoder = encoder
+        self._reranker = reranker
         self._batching = batching
         self._model = model
         registry = registry or Registry()
         self._lanes = Lanes(batching, registry)
         self._scheduler: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
-        self._model_thread: ThreadPoolExecutor | None = None
+        self._runner = ModelRunner(encoder, reranker, registry)
         self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
         self._failure: str | None = None
+        self._failed: ModelKind = "embed"  # the model the probe must see working again
         self._stopping = False
         self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
         self._metrics(registry)
 
     def _metrics(self, r: Registry) -> None:
-        self._m_batch_size = r.histogram(
-            "es_embed_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS
-        )
-        self._m_batch_tokens = r.histogram(
-            "es_embed_batch_tokens", "Padded tokens per forward pass.", buckets=SIZE_BUCKETS
-        )
-        self._m_forward = r.histogram("es_embed_forward_seconds", "Forward pass duration.")
-        self._m_tokens = r.counter(
-            "es_embed_tokens_total",
-            "Tokens embedded (unpadded), by lane.",
-            ("lane",),
-            known=[LANES],
-        )
-        self._m_tps = r.gauge("es_embed_tokens_per_second", "Tokens/s of the last forward pass.")
         self._m_truncated = r.counter(
             "es_embed_truncated_inputs_total", "Inputs cut to max_length."
         )
         self._m_failures = r.counter("es_embed_model_failures_total", "Forward passes that raised.")
-        self._m_oom_splits = r.counter(
-            "es_embed_oom_splits_total", "Batches split in halves after running out of memory."
-        )
         self._m_healthy = r.gauge("es_embed_healthy", "1 while the model thread is healthy.")
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -107,8 +111,12 @@ class EmbeddingService:
     def info(self) -> ModelInfo:
         return self._encoder.info
 
+    @property
+    def reranker_info(self) -> RerankerInfo | None:
+        return self._reranker.info if self._reranker is not None else None
+
     async def start(self) -> None:
-        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="es-embed-model")
+        self._runner.start()
         self._tokenizers = {
             lane: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{lane}") for lane in LANES
         }
@@ -133,9 +141,9 @@ class EmbeddingService:
                 item.request.future.set_exception(error)
         self._in_flight = []
         self._lanes.fail_all(error)
-        for pool in (self._model_thread, *self._tokenizers.values()):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        self._runner.shutdown()
+        for pool in self._tokenizers.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def health(self) -> tuple[bool, str | None]:
         if self._stopping:
@@ -148,28 +156,10 @@ class EmbeddingService:
             return False, self._failure
         return True, None
 
-    async def warm_up(self, token_budget: int | None = None, prove_budget: bool = True) -> None:
-        """Run the shapes the model will see before the first request does: the largest
-        batch the token budget allows (``prove_budget``: it shows the budget fits, and one that
-        does not is halved until it does; pointless in host memory, which swaps rather than
-        fails), a bulk batch of about max_bulk_batch_ms (whose measured speed bounds the first
-        real one), and a lone query."""
-        budget = self._lanes.budget
-        if token_budget is not None:
-            budget.set_ceiling(token_budget)
-        long = self._encoder.tokenize([" ".join(["warm"] * WARMUP_WIDTH)])
-        width = len(long[0].ids)
-        most = self._batching.max_batch_size
-        largest = max(1, min(most, budget.current // width)) if prove_budget else 1
-        await self._run("bulk", long * largest, False)
-        if budget.current < budget.ceiling:  # the largest batch did not fit: never try it again
-            budget.set_ceiling(budget.current)
-        bulk = long * max(1, min(most, self._lanes.bulk_budget() // width))
-        await self._run("bulk", bulk, False)
-        await self._run("query", self._encoder.tokenize([self.format_query("warm-up")]), False)
-
-    def budget_summary(self, how: str) -> str:
-        return self._lanes.describe(how)
+    @property
+    def lanes(self) -> Lanes:
+        """The lanes' batch cutting, token budget and measured speed (start-up sizes them)."""
+        return self._lanes
 
     # ---- request helpers -------------------------------------------------------------
 
@@ -239,23 +229,61 @@ class EmbeddingService:
         self._admit(lane, len(texts))
         if input_type == "query":
             texts = [self.format_query(t, instruction) for t in texts]
-        loop = asyncio.get_running_loop()
-        tokens = await loop.run_in_executor(self._tokenizers[lane], self._encoder.tokenize, texts)
+        tokens = await self._tokenize(lane, self._encoder.tokenize, texts)
         truncated = self._check_lengths(tokens)
-        self._admit(lane, len(texts))  # again: the lane may have filled while we tokenised
-        request = Request(size=len(tokens), future=loop.create_future())
-        self._lanes.enqueue(lane, request, tokens)
-        try:
-            vectors = await request.future
-        except asyncio.CancelledError:
-            # The client went away: its queued inputs are dropped before the model sees them.
-            self._lanes.withdraw(lane, request)
-            raise
+        vectors = await self._submit(lane, "embed", tokens)
         return Embeddings(
             truncate_and_normalize(vectors, dims),
             prompt_tokens=sum(len(t.ids) for t in tokens),
             truncated=truncated,
         )
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], instruction: str | None = None
+    ) -> Reranked:
+        """Relevance scores of ``documents`` for ``query`` (higher is more relevant), on the
+        query lane. ``instruction`` replaces the configured one (Qwen3-Reranker only)."""
+        reranker = self._reranker
+        if reranker is None:
+            message = "no reranker is configured on this server (reranker.name)"
+            raise not_found(message, "model", "model_not_found")
+        if instruction is not None and not reranker.info.takes_instruction:
+            raise invalid(
+                f"instruction is not supported by {reranker.info.model_id!r} "
+                f"(a {reranker.info.family}); only Qwen3-Reranker takes one",
+                "instruction",
+            )
+        if not documents:
+            return Reranked(np.zeros(0, np.float32), 0, 0)
+        self._admit("query", len(documents))
+        tokens = await self._tokenize(
+            "query", reranker.tokenize_pairs, query, documents, instruction
+        )
+        truncated = sum(1 for t in tokens if t.truncated)
+        self._m_truncated.inc(truncated)
+        scores = await self._submit("query", "rerank", tokens)
+        return Reranked(scores, sum(len(t.ids) for t in tokens), truncated)
+
+    async def _tokenize(
+        self, lane: Lane, tokenize: Callable[..., list[Tokenized]], *args: Any
+    ) -> list[Tokenized]:
+        """Run a tokenizer on the lane's own thread (a bulk flood never delays a query's)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizers[lane], tokenize, *args)
+
+    async def _submit(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
+        """Queue tokenised inputs and wait for the model's output for each, in order."""
+        self._admit(lane, len(tokens))  # again: the lane may have filled while we tokenised
+        future = asyncio.get_running_loop().create_future()
+        request = Request(size=len(tokens), future=future, kind=kind)
+        self._lanes.enqueue(lane, request, tokens)
+        try:
+            result: np.ndarray = await request.future
+        except asyncio.CancelledError:
+            # The client went away: its queued inputs are dropped before the model sees them.
+            self._lanes.withdraw(lane, request)
+            raise
+        return result
 
     def _admit(self, lane: Lane, n: int) -> None:
         if self._stopping:
@@ -285,56 +313,36 @@ class EmbeddingService:
     async def _schedule(self) -> None:
         while True:
             lane, batch = await self._lanes.next_batch()
+            kind = batch[0].request.kind  # one model per batch (cut_batch)
             self._in_flight = batch
             try:
-                rows = await self._run(lane, [it.tokens for it in batch])
+                rows = await self.run_batch(lane, kind, [it.tokens for it in batch])
             except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
                 self._in_flight = []
-                self._on_model_failure(exc, batch)
+                self._on_model_failure(exc, batch, kind)
                 continue
             self._in_flight = []
             self._deliver(batch, rows)
 
-    async def _run(
-        self, lane: Lane, tokens: list[Tokenized], record: bool = True
+    async def run_batch(
+        self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], record: bool = True
     ) -> list[np.ndarray | None]:
-        """One batch on the model thread, split while it runs out of memory; its time and
-        whether it fitted go to the lanes (and, if ``record``, to the batch metrics: not for
-        the warm-up). None for an input that does not fit even alone."""
-        loop = asyncio.get_running_loop()
+        """One batch on the model thread (the scheduler's, or the warm-up's), split while it
+        runs out of memory; its time and whether it fitted go to the lanes (the metrics only
+        if ``record``). None for an input that does not fit even alone."""
         started = time.perf_counter()
-        parts = await loop.run_in_executor(
-            self._model_thread, forward_in_parts, self._forward, tokens
-        )
+        parts = await self._runner.run(lane, kind, tokens, record)
         seconds = time.perf_counter() - started
-        if record:
-            self._record(lane, tokens, seconds)
         self._lanes.ran(lane, tokens, seconds, parts.failed_tokens)
         if parts.failed_tokens is not None:
-            self._m_oom_splits.inc(parts.splits)
             log.warning(
-                "out of memory on a batch of %d inputs (%d padded tokens): split %d times; "
-                "token budget lowered to %d for a while",
+                "out of memory on a batch of %d inputs: split %d times; token budget lowered "
+                "to %d for a while",
                 len(tokens),
-                padded_cost([len(t.ids) for t in tokens]),
                 parts.splits,
                 self._lanes.budget.current,
             )
         return parts.rows
-
-    def _forward(self, tokens: list[Tokenized]) -> np.ndarray:
-        vectors = self._encoder.forward(tokens)
-        if vectors.shape[0] != len(tokens) or not np.isfinite(vectors).all():
-            raise FloatingPointError("the model returned non-finite or mis-shaped vectors")
-        return vectors
-
-    def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
-        real = sum(len(t.ids) for t in tokens)
-        self._m_batch_size.observe(len(tokens))
-        self._m_batch_tokens.observe(padded_cost([len(t.ids) for t in tokens]))
-        self._m_forward.observe(seconds)
-        self._m_tokens.labels(lane=lane).inc(real)
-        self._m_tps.set(real / seconds if seconds > 0 else 0.0)
 
     def _deliver(self, batch: list[Item], rows: list[np.ndarray | None]) -> None:
         for item, vector in zip(batch, rows, strict=True):
@@ -349,8 +357,10 @@ class EmbeddingService:
             if req.remaining == 0:
                 req.future.set_result(np.stack(req.vectors))
 
-    def _on_model_failure(self, exc: BaseException, batch: list[Item]) -> None:
-        self._failure = f"model forward pass failed: {type(exc).__name__}: {exc}"
+    def _on_model_failure(self, exc: BaseException, batch: list[Item], kind: ModelKind) -> None:
+        which = "reranker" if kind == "rerank" else "model"
+        self._failure = f"{which} forward pass failed: {type(exc).__name__}: {exc}"
+        self._failed = kind
         log.error("%s; failing waiting requests and probing for recovery", self._failure)
         self._m_failures.inc()
         self._m_healthy.set(0)
@@ -363,20 +373,23 @@ class EmbeddingService:
             self._prober = asyncio.create_task(self._probe_until_healthy())
 
     async def _probe_until_healthy(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._failure is not None and not self._stopping:
             await asyncio.sleep(self._batching.probe_interval_seconds)
+            kind = self._failed
             try:
-                probe = await loop.run_in_executor(
-                    self._tokenizers["query"], self._encoder.tokenize, ["health probe"]
-                )
-                await loop.run_in_executor(self._model_thread, self._forward, probe)
+                probe = await self._tokenize("query", self._probe_tokens, kind)
+                await self._runner.forward(kind, probe)
             except Exception as exc:
                 log.warning("model probe still failing: %s", exc)
                 continue
             log.info("model probe succeeded; the embedding service is healthy again")
             self._failure = None
             self._m_healthy.set(1)
+
+    def _probe_tokens(self, kind: ModelKind) -> list[Tokenized]:
+        if kind == "rerank" and self._reranker is not None:
+            return self._reranker.tokenize_pairs("health probe", ["health probe"])
+        return self._encoder.tokenize(["health probe"])
 
 
 @contextlib.asynccontextmanager
@@ -385,9 +398,12 @@ async def embedding_service(
     encoder: Encoder | None = None,
     registry: Registry | None = None,
     *,
+    reranker: Reranker | None = None,
+    with_reranker: bool = False,
     warm_up: bool = False,
 ) -> AsyncIterator[EmbeddingService]:
-    """A started service for the configured model (loaded off the event loop unless given).
+    """A started service for the configured model (loaded off the event loop unless given),
+    with ``reranker``, or (``with_reranker``) the configured reranker if there is one.
 
     ``warm_up`` (``serve``; a one-shot command would only wait longer): the loaded model
     gets its token budget from the device and runs its warm-up before this yields, which is
@@ -398,21 +414,19 @@ async def embedding_service(
         from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
 
         encoder = loaded = await asyncio.to_thread(load_encoder, settings.model)
-    service = EmbeddingService(encoder, settings.batching, settings.model, registry)
+    if reranker is None and with_reranker and settings.reranker.name:
+        from es_embed.embed.rerank import load_reranker
+
+        reranker = await asyncio.to_thread(load_reranker, settings.reranker)
+    service = EmbeddingService(
+        encoder, settings.batching, settings.model, registry, reranker=reranker
+    )
     await service.start()
     try:
         if loaded is not None and warm_up:
-            budget, how = loaded.token_budget(settings.batching.max_batch_tokens)
-            await service.warm_up(budget, prove_budget=loaded.info.device != "cpu")
-            info = loaded.info
-            log.info(
-                "model ready: %s on %s (%s), memory %s; %s",
-                info.model_id,
-                info.device,
-                info.dtype,
-                loaded.memory_in_use(),
-                service.budget_summary(how),
-            )
+            from es_embed.embed.startup import start_up
+
+            await start_up(service, loaded, settings.batching)
         yield service
     finally:
         await service.stop()

@@ -72,8 +72,8 @@ class PoolingSpec:
 def read_pooling_spec(model_dir: Path | None, model_config: Any) -> PoolingSpec:
     """The pooling spec of a local model directory (``None``: no files could be read)."""
     model_type = getattr(model_config, "model_type", "")
-    modules = _read_json(model_dir, "modules.json") if model_dir else None
-    st_config = _read_json(model_dir, "config_sentence_transformers.json") if model_dir else None
+    modules = read_json(model_dir, "modules.json") if model_dir else None
+    st_config = read_json(model_dir, "config_sentence_transformers.json") if model_dir else None
     declared_dims = _matryoshka(st_config, model_config)
     query_prompt = _query_prompt(st_config)
     if modules is None:
@@ -95,7 +95,7 @@ def read_pooling_spec(model_dir: Path | None, model_config: Any) -> PoolingSpec:
     pooling = "lasttoken"
     if "Pooling" in kinds:
         pooling = _pooling_mode(model_dir / str(kinds["Pooling"].get("path", "1_Pooling")))
-    bert_config = _read_json(model_dir, "sentence_bert_config.json") or {}
+    bert_config = read_json(model_dir, "sentence_bert_config.json") or {}
     max_seq = bert_config.get("max_seq_length")
     return PoolingSpec(
         pooling=pooling,
@@ -108,7 +108,7 @@ def read_pooling_spec(model_dir: Path | None, model_config: Any) -> PoolingSpec:
 
 
 def _pooling_mode(path: Path) -> Pooling:
-    config = _read_json(path, "config.json")
+    config = read_json(path, "config.json")
     if config is None:
         raise ConfigError(f"model.name: the Pooling module has no {path / 'config.json'}")
     mode = config.get("pooling_mode")
@@ -150,7 +150,8 @@ def _matryoshka(st_config: dict[str, Any] | None, model_config: Any) -> tuple[in
     return None
 
 
-def _read_json(directory: Path | None, name: str) -> Any:
+def read_json(directory: Path | None, name: str, section: str = "model") -> Any:
+    """A JSON file of the model directory; None when it has none."""
     if directory is None:
         return None
     path = directory / name
@@ -159,7 +160,7 @@ def _read_json(directory: Path | None, name: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"model.name: cannot read {path}: {exc}") from None
+        raise ConfigError(f"{section}.name: cannot read {path}: {exc}") from None
 
 
 def local_dir(name: str) -> Path | None:

@@ -5,6 +5,11 @@ page k+1 is already being read and queued for the model, so the model never wait
 Elasticsearch. Pages finish in any order but the checkpoint only moves past a page once
 it and every page before it are written, so a crash re-reads at most the pages in flight
 (and skips those already written: their hash is current).
+
+A document the feed cannot take (text the hash or the model refuses, a vector
+Elasticsearch refuses for good) never holds the checkpoint: ``_give_up`` records it in the
+state index with its reason and the page goes on. A later version that passes (a rewrite,
+or ``es-embed backfill --retry-failed``) deletes the record.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +29,15 @@ from es_embed.elastic.refusals import Refusal, RetryLater, Verdict
 from es_embed.elastic.retry import Backoff, embed_retrying
 from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
-from es_embed.follow.state import CheckpointStore
-from es_embed.indices.document import document_text, stored_hash, vector_doc
+from es_embed.follow.state import CheckpointStore, FailedDocument
+from es_embed.indices.document import document_text, stored_hash, unencodable_reason, vector_doc
 from es_embed.indices.resolve import IndexTarget
 
 log = logging.getLogger(__name__)
 
 PAGES_IN_FLIGHT = 3  # enough to keep the model fed while a page is read and another written
 EMBED_MAX_BACKOFF = 2.0  # a failed model is probed every second or so; asking is cheap
+MAX_REASON = 2000  # characters of a failure reason kept (Elasticsearch's can run long)
 
 
 @dataclass
@@ -40,9 +46,10 @@ class Progress:
     embedded: int = 0  # vectors written
     skipped: int = 0  # hash already current, or no text and no vector
     conflicts: int = 0  # write-backs dropped: the document changed or vanished since read
-    failed: int = 0  # documents Elasticsearch or the model refused for good (logged)
+    failed: int = 0  # documents given up (recorded in the state index; see _give_up)
     cleared: int = 0  # vectors removed because the text became empty
     total: int | None = None  # documents to check, when known (backfill)
+    recovered: int = 0  # failure records deleted: a later version passed, or the doc is gone
 
     @property
     def done(self) -> int:
@@ -59,6 +66,9 @@ class Progress:
 
 class IndexGone(Exception):
     """The concrete index was deleted while we read it; the follower notices and moves on."""
+
+
+Todo = tuple[dict[str, Any], str, str]  # (hit, text, hash)
 
 
 class ShardFeed:
@@ -84,10 +94,13 @@ class ShardFeed:
         self.progress = progress
         self.checkpoint = -1  # every operation <= this is written back (or needed nothing)
         self._saved = -2
+        self._may_have_failures = True  # until load() asks: spares a lookup per page
+        self._given_up: set[tuple[str, int]] = set()  # (id, seq_no) given up in pages in flight
 
     async def load(self) -> int:
         self.checkpoint = await self._store.load(self.uuid, self.shard)
         self._saved = self.checkpoint
+        self._may_have_failures = await self._store.has_failures(self.uuid, self.shard)
         return self.checkpoint
 
     async def save(self) -> None:
@@ -172,8 +185,24 @@ class ShardFeed:
     # ---- one page ---------------------------------------------------------------------
 
     async def _process(self, hits: Sequence[dict[str, Any]]) -> None:
-        todo: list[tuple[dict[str, Any], str, str]] = []  # (hit, text, hash)
-        current: list[tuple[dict[str, Any], str, str]] = []  # hash matches: skip if vector there
+        todo, clear = await self._triage(hits)
+        vectors = await self._embed(todo)
+        ops: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for (hit, _, digest), vector in zip(todo, vectors, strict=True):
+            if vector is not None:
+                ops.append((hit, self._vector_doc(vector, digest)))
+        ops.extend((hit, self._vector_doc(None, None)) for hit in clear)
+        written, cleared = await self._write(ops)
+        self.progress.embedded += written
+        self.progress.cleared += cleared
+        await self._clear_failures(hits)
+
+    async def _triage(
+        self, hits: Sequence[dict[str, Any]]
+    ) -> tuple[list[Todo], list[dict[str, Any]]]:
+        """(documents to embed, documents whose vector must go); the rest is skipped or given up."""
+        todo: list[Todo] = []
+        current: list[Todo] = []  # hash matches: skip if the vector is there
         clear: list[dict[str, Any]] = []
         p = self.progress
         for hit in hits:
@@ -187,7 +216,11 @@ class ShardFeed:
                 else:
                     clear.append(hit)  # text removed: its old vector must go too
                 continue
-            digest = self.target.hash(text)
+            try:
+                digest = self.target.hash(text)
+            except UnicodeEncodeError:
+                await self._give_up(hit, unencodable_reason(source, self.target.text_fields))
+                continue
             (current if digest == old else todo).append((hit, text, digest))
         lost = await self._ids_without_vector([hit["_id"] for hit, _, _ in current])
         for entry in current:
@@ -195,16 +228,7 @@ class ShardFeed:
                 todo.append(entry)
             else:
                 p.skipped += 1
-        vectors = await self._embed([text for _, text, _ in todo])
-        ops: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for (hit, _, digest), vector in zip(todo, vectors, strict=True):
-            if vector is None:
-                continue
-            ops.append((hit, self._vector_doc(vector, digest)))
-        ops.extend((hit, self._vector_doc(None, None)) for hit in clear)
-        written, cleared = await self._write(ops)
-        p.embedded += written
-        p.cleared += cleared
+        return todo, clear
 
     def _vector_doc(self, vector: np.ndarray | None, digest: str | None) -> dict[str, Any]:
         t = self.target
@@ -235,25 +259,24 @@ class ShardFeed:
         )
         return {hit["_id"] for hit in resp["hits"]["hits"]}
 
-    async def _embed(self, texts: list[str]) -> list[np.ndarray | None]:
-        """Vectors in order; None for an input the model refuses for good (logged)."""
-        if not texts:
-            return []
-        try:
-            return list(await self._embed_retrying(texts))
-        except EmbedError as exc:
-            if exc.kind is not ErrorKind.INVALID_REQUEST or len(texts) == 1:
-                raise
+    async def _embed(self, todo: list[Todo]) -> list[np.ndarray | None]:
+        """Vectors in order; None for a document the model refuses (given up)."""
+        texts = [text for _, text, _ in todo]
+        if len(texts) > 1:
+            try:
+                return list(await self._embed_retrying(texts))
+            except EmbedError as exc:
+                if exc.kind is not ErrorKind.INVALID_REQUEST:
+                    raise
         # One input is refused (e.g. too long under truncation=error): find it, keep the rest.
         out: list[np.ndarray | None] = []
-        for text in texts:
+        for hit, text, _ in todo:
             try:
                 out.append((await self._embed_retrying([text]))[0])
             except EmbedError as exc:
                 if exc.kind is not ErrorKind.INVALID_REQUEST:
                     raise
-                log.error("%s: a document cannot be embedded: %s", self.index, exc.message)
-                self.progress.failed += 1
+                await self._give_up(hit, f"the model refused its text: {exc.message}")
                 out.append(None)
         return out
 
@@ -263,6 +286,47 @@ class ShardFeed:
             Backoff(0.1, EMBED_MAX_BACKOFF),
             f"{self.index} shard {self.shard}",
         )
+
+    # ---- failed documents -----------------------------------------------------------------
+
+    async def _give_up(self, hit: Mapping[str, Any], reason: str) -> None:
+        """Record a document the feed cannot take and skip it, so it never blocks the shard.
+
+        Every document-level failure comes here. The record (index, id, _seq_no, reason,
+        time) is written before the checkpoint can pass the document, so nothing is skipped
+        unrecorded; a version already on record with the same reason (a page read again)
+        is neither logged nor written again.
+        """
+        reason = reason[:MAX_REASON]
+        self._given_up.add((hit["_id"], int(hit["_seq_no"])))
+        self._may_have_failures = True
+        new = await self._store.record_failure(self.target.name, self.uuid, self.shard, hit, reason)
+        self.progress.failed += 1  # after the record: the follower's gauge counts records then
+        if new:
+            log.error("%s: document %s is skipped and listed as failed (es-embed status): %s",
+                      hit["_index"], hit["_id"], reason)  # fmt: skip
+
+    async def _clear_failures(self, hits: Sequence[Mapping[str, Any]]) -> None:
+        """Documents of this page that were not given up lose any older failure record."""
+        versions = {(hit["_id"], int(hit["_seq_no"])) for hit in hits}
+        failed = versions & self._given_up
+        self._given_up -= failed
+        if self._may_have_failures:
+            passed = dict(versions - failed)
+            cleared = await self._store.clear_failures(self.uuid, self.shard, passed)
+            self.progress.recovered += cleared
+
+    async def retry(self, records: Sequence[FailedDocument]) -> None:
+        """Take these failed documents again, at their current version, as one page."""
+        docs = [{"_id": r.doc_id, **({"routing": r.routing} if r.routing else {})} for r in records]
+        resp = await self._es.mget(
+            index=self.index, docs=docs, source_includes=[*self.target.text_fields, "_embed.hash"]
+        )
+        found = [d for d in resp["docs"] if d.get("found")]
+        gone = [d["_id"] for d in resp["docs"] if d.get("found") is False]
+        self._may_have_failures = True
+        await self._process(found)
+        self.progress.recovered += await self._store.drop_failures(self.uuid, self.shard, gone)
 
     async def _write(self, ops: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[int, int]:
         """Bulk update with if_seq_no/if_primary_term; returns (vectors written, cleared).
@@ -308,8 +372,3 @@ class ShardFeed:
         if hit.get("_routing") is not None:
             meta["routing"] = hit["_routing"]
         return {"update": meta}, {"doc": doc}
-
-    async def _give_up(self, hit: dict[str, Any], reason: str) -> None:
-        """The one path for a document the feed cannot take: it is skipped, not retried."""
-        self.progress.failed += 1
-        log.error("%s: giving up on document %s: %s", hit["_index"], hit["_id"], reason)

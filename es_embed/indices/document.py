@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from es_embed.errors import EmbedError, valid_unicode
+
 SEPARATOR = "\u001f"  # unit separator: cannot be confused with text or a number
 FIELD_JOINER = "\n"
 
@@ -36,6 +38,8 @@ def hash_prefix(model: str, dims: int) -> str:
 
 
 def content_hash(model: str, dims: int, text: str) -> str:
+    """Raises ``UnicodeEncodeError`` for a lone surrogate: JSON can carry ``"\\ud800"`` into
+    ``_source``, but it is not text (no UTF-8, no tokens); ``unencodable_reason`` names it."""
     return hashlib.sha256((hash_prefix(model, dims) + text).encode("utf-8")).hexdigest()
 
 
@@ -69,6 +73,17 @@ def document_text(source: Mapping[str, Any], fields: Sequence[str]) -> str:
     for name in fields:
         parts.extend(_strings(field_value(source, name)))
     return FIELD_JOINER.join(parts)
+
+
+def unencodable_reason(source: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """Why the text of ``source`` cannot be hashed or embedded, naming the field."""
+    for name in fields:
+        for value in _strings(field_value(source, name)):
+            try:
+                valid_unicode(value, name)
+            except EmbedError as exc:
+                return exc.message
+    return "the text is not valid Unicode"
 
 
 def stored_hash(source: Mapping[str, Any]) -> str | None:

@@ -165,13 +165,20 @@ class Loader:
         """Validate every line (unless the caller just did: ``validated_lines``), then load."""
         if validated_lines is None:
             validated_lines = validate(path, self._options)
-        self.result.lines = validated_lines
+        return await self.load(read_lines(path, self._options), validated_lines, dry_run=dry_run)
+
+    async def load(
+        self, lines: Iterator[Line], count: int, *, dry_run: bool = False
+    ) -> IngestResult:
+        """Load documents already validated; ``count`` of them, for progress (JSONL lines,
+        or the files of a folder parsed by ``ingest/files.py``)."""
+        self.result.lines = count
         if dry_run:
             return self.result
         in_flight: deque[asyncio.Task[None]] = deque()
         vector_bytes = self._target.dims * 12  # ~12 JSON characters per component
         try:
-            for chunk in chunks(read_lines(path, self._options), self._options, vector_bytes):
+            for chunk in chunks(lines, self._options, vector_bytes):
                 in_flight.append(asyncio.create_task(self._chunk(chunk)))
                 if len(in_flight) >= CHUNKS_IN_FLIGHT:
                     await in_flight.popleft()

@@ -30,7 +30,7 @@ from tests.faults.support import REPO, free_port, sidecar_env
 
 pytestmark = [pytest.mark.es, pytest.mark.slow]
 
-COMMANDS = ("serve", "setup", "backfill", "ingest", "search")
+COMMANDS = ("serve", "setup", "backfill", "ingest", "search", "status")
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ def command_args(command: str, ws: Workspace, config: Path) -> list[str | os.Pat
         "backfill": ["backfill", "--config", config],
         "ingest": ["ingest", ws.jsonl, "--index", ws.index, "--config", config],
         "search": ["search", "hello", "--index", ws.index, "--config", config, "--mode", "bm25"],
+        "status": ["status", "--config", config],
     }
     return table[command]
 
@@ -242,7 +243,7 @@ def test_missing_config_file(command: str, ws: Workspace, es: Elasticsearch) -> 
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("command", ["setup", "backfill", "ingest", "search"])
+@pytest.mark.parametrize("command", ["setup", "backfill", "ingest", "search", "status"])
 def test_unknown_index(command: str, ws: Workspace, es: Elasticsearch) -> None:
     args = [str(a) for a in command_args(command, ws, ws.good)]
     if "--index" in args:

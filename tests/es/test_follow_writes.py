@@ -167,4 +167,4 @@ async def test_a_document_that_no_longer_fits_the_mapping_is_given_up_not_blocki
         assert [doc_id for doc_id, _ in given_up] == ["misfit"]
         assert "document_parsing_exception" in given_up[0][1]
         assert follower.progress.failed == 1
-        assert f"{index}: giving up on document misfit" in caplog.text
+        assert f"{index}: document misfit is skipped and listed as failed" in caplog.text

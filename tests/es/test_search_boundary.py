@@ -13,7 +13,7 @@ from elasticsearch import Elasticsearch
 
 from es_embed.config import ElasticsearchSettings, IndexSettings
 from es_embed.elastic.client import build_client
-from es_embed.errors import EmbedError
+from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import text_only
 from es_embed.search.execute import Searcher
 from es_embed.search.spec import SearchSpec
@@ -111,7 +111,7 @@ async def test_a_refusal_naming_another_index_is_withheld(
             await searcher.search(spec)
     finally:
         await es.close()
-    assert info.value.kind.status == 400 and info.value.code == "search_rejected"
+    assert info.value.kind is ErrorKind.INVALID_REQUEST and info.value.code == "search_rejected"
     assert "no-such-index-42" not in info.value.message and "is not shown" in info.value.message
 
 

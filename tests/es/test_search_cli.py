@@ -4,9 +4,7 @@ acceptance test: the --dev-console text, pasted as it is, gives the CLI's answer
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +12,11 @@ import pytest
 import yaml
 
 from es_embed.cli import search as cli
-from es_embed.config import BatchSettings, IndexSettings, ModelSettings, Settings
+from es_embed.config import IndexSettings, ModelSettings
 from es_embed.embed.protocol import Encoder
-from es_embed.embed.service import EmbeddingService
 from tests.es.search_support import BOTH, RARE, corpus
 from tests.search_helpers import parse_dev_console, reference_linear, reference_rrf, send
+from tests.service_support import service_standin
 
 pytestmark = pytest.mark.es
 __all__ = ["corpus"]  # fixture
@@ -49,18 +47,11 @@ def config(tmp_path: Path, es_url: str, corpus: IndexSettings) -> Path:
 def in_process_minilm(monkeypatch: pytest.MonkeyPatch, minilm_encoder: Encoder) -> list[str]:
     """The CLI loads settings.model; here that is the session's MiniLM (no second copy)."""
     loaded: list[str] = []
-
-    @contextlib.asynccontextmanager
-    async def embedding_service(settings: Settings) -> AsyncIterator[EmbeddingService]:
-        loaded.append(settings.model.name)
-        svc = EmbeddingService(minilm_encoder, BatchSettings(), ModelSettings(name="minilm"))
-        await svc.start()
-        try:
-            yield svc
-        finally:
-            await svc.stop()
-
-    monkeypatch.setattr(cli, "embedding_service", embedding_service)
+    model = ModelSettings(name="minilm")
+    standin = service_standin(
+        minilm_encoder, model=model, on_load=lambda s: loaded.append(s.model.name)
+    )
+    monkeypatch.setattr(cli, "embedding_service", standin)
     return loaded
 
 

@@ -17,7 +17,7 @@ from elasticsearch import AsyncElasticsearch, AuthorizationException, Elasticsea
 from devtools.es_node import Node
 from es_embed.api.search import search_client
 from es_embed.config import IndexSettings, Settings
-from es_embed.errors import EmbedError
+from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import text_only
 from es_embed.provision.search_key import create_search_key
 from es_embed.search.execute import Searcher
@@ -126,7 +126,7 @@ async def test_search_runs_with_the_key_and_elasticsearch_holds_the_boundary(
                 await Searcher(with_key, _no_vectors, target).search(spec)
         finally:
             await with_key.close()
-        assert info.value.code == "search_rejected" and info.value.kind.status == 400
+        assert info.value.code == "search_rejected" and info.value.kind is ErrorKind.INVALID_REQUEST
         assert secrets not in info.value.message and SECRET not in info.value.message
         # The sidecar's own credentials would have read it: the refusal was the key's.
         hits = await Searcher(aes_secure, _no_vectors, target).search(spec)

@@ -1,12 +1,14 @@
 """Out of memory degrades, through the real app: a batch the device refuses is split and
-answered in full; only an input that cannot fit even alone is refused, with a 413."""
+answered in full; only an input that cannot fit even alone is refused, with a 413. The same
+for embeddings and reranker pairs."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.api_support import api_client, error_of, make_settings
-from tests.fakes import FakeEncoder, OutOfMemoryEncoder
+from tests.fakes import FakeEncoder, FakeReranker, OutOfMemoryEncoder, OutOfMemoryReranker
 from tests.unit.test_api_ops import metric
 
 
@@ -55,3 +57,26 @@ async def test_an_input_that_cannot_fit_alone_gets_413_naming_its_tokens() -> No
         assert ok.status == 200
         text = await (await c.get("/metrics")).text()
         assert metric(text, "es_embed_model_failures_total") == 0
+
+
+async def test_rerank_pairs_degrade_the_same_way() -> None:
+    reranker = OutOfMemoryReranker(most_inputs=4, most_tokens=40)
+    query = "capital of france"
+    documents = [f"city {i} is the capital of country {i}" for i in range(12)]
+    async with api_client(make_settings(), reranker=reranker) as c:
+        body = {"query": query, "documents": documents}
+        resp = await c.post("/v1/rerank", json=body)
+        answer = await resp.json()
+        assert resp.status == 200, answer
+        fake = FakeReranker()
+        scores = fake.forward(fake.tokenize_pairs(query, documents))
+        by_index = {r["index"]: r["relevance_score"] for r in answer["results"]}
+        assert by_index == pytest.approx(dict(enumerate(scores.tolist())))
+        text = await (await c.get("/metrics")).text()
+        # 12 -> 6 + 6 -> four 3s: three halvings.
+        assert metric(text, "es_embed_oom_splits_total") == 3
+        # One pair longer than the device holds alone: 413 naming that document.
+        body = {"query": query, "documents": ["short", " ".join(["long"] * 50)]}
+        error = await error_of(await c.post("/v1/rerank", json=body), 413)
+        assert error["param"] == "documents[1]" and "tokens" in error["message"]
+        assert (await c.get("/health")).status == 200

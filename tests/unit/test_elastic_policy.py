@@ -91,9 +91,22 @@ async def test_an_action_needs_an_id_and_no_answer_raises() -> None:
 # ---- the feed's write-back --------------------------------------------------------------
 
 
+class FailureRecords:
+    """The state index's failure records, as far as the write-back uses them."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    async def record_failure(
+        self, name: str, uuid: str, shard: int, hit: dict[str, Any], reason: str
+    ) -> bool:
+        self.records.append((hit["_id"], reason))
+        return True
+
+
 def feed_over(es: AsyncElasticsearch) -> ShardFeed:
     target = resolve_index(IndexSettings(name="idx", dims=32), ANY_SHAPE)
-    return ShardFeed(es, None, target, None, index="idx-1", uuid="u", shard=0,  # type: ignore[arg-type]
+    return ShardFeed(es, None, target, FailureRecords(), index="idx-1", uuid="u", shard=0,  # type: ignore[arg-type]
                      page_size=10, progress=Progress())  # fmt: skip
 
 
@@ -141,7 +154,7 @@ async def test_write_back_drops_conflicts_gives_up_final_refusals_and_counts_the
                                    "if_primary_term": 1, "routing": "r"}}  # fmt: skip
     assert [(i, "document_parsing_exception" in why) for i, why in given_up] == [("c", True)]
     assert (feed.progress.conflicts, feed.progress.failed) == (2, 1)
-    assert "idx-1: giving up on document c" in caplog.text
+    assert "idx-1: document c is skipped and listed as failed" in caplog.text
 
 
 async def test_a_blocked_write_back_raises_so_the_page_is_retried() -> None:

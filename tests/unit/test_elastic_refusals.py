@@ -19,7 +19,7 @@ from es_embed.elastic.refusals import (
 )
 from es_embed.elastic.retry import is_transient
 from es_embed.errors import EmbedError, ErrorKind
-from es_embed.follow.state import ensure_state_index
+from es_embed.follow.state import _create as create_state_index
 
 R, C, F = Verdict.RETRYABLE, Verdict.CONFLICT, Verdict.FINAL
 
@@ -179,10 +179,11 @@ class RacingIndices:
 async def test_losing_the_race_to_create_the_state_index_is_read_from_the_error_type() -> None:
     lost = RacingIndices(api_error(400, es_body("resource_already_exists_exception", 400)))
     es: Any = type("Client", (), {"indices": lost})()
-    assert await ensure_state_index(es, "state") is False and lost.created == 1
+    # state._create is the one place ensure_state_index creates the index.
+    assert await create_state_index(es, "state") is False and lost.created == 1
     # The same words in another error's message are not the same refusal.
     other = api_error(400, es_body("illegal_argument_exception", 400,
                                    reason="not a resource_already_exists_exception"))  # fmt: skip
     es.indices = RacingIndices(other)
     with pytest.raises(ApiError):
-        await ensure_state_index(es, "state")
+        await create_state_index(es, "state")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from elasticsearch import AsyncElasticsearch
 
 from es_embed.cli import ingest, progress
 from es_embed.config import BatchSettings, ModelSettings, Settings, settings_from_dict
@@ -25,7 +26,8 @@ from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import resolve_index
 from es_embed.ingest.loader import IngestOptions, Loader
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, ScriptedBulk
+from tests.service_support import service_standin
 
 LOAD_SECONDS = 100.0
 DOCS = 200
@@ -52,19 +54,22 @@ class TickingEncoder(FakeEncoder):
         return out
 
 
-class Bulk:
-    """The bulk API, accepting every document; keeps stderr as it was at the first write."""
+class Bulk(ScriptedBulk):
+    """A bulk API accepting every document; keeps stderr as it was at the first write."""
 
     def __init__(self, capsys: pytest.CaptureFixture[str] | None = None) -> None:
+        super().__init__()
         self._capsys = capsys
         self.before_first_write: str | None = None
-        self.writes = 0
 
-    async def bulk(self, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    @property
+    def writes(self) -> int:
+        return len(self.calls)
+
+    def answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
         if self._capsys is not None and self.before_first_write is None:
             self.before_first_write = self._capsys.readouterr().err
-        self.writes += 1
-        return {"items": [{"index": {"status": 201}}] * (len(operations) // 2)}
+        return super().answer(body)
 
 
 def jsonl(tmp_path: Path, texts: list[str]) -> Path:
@@ -85,19 +90,18 @@ async def test_progress_shows_before_the_first_write_and_its_rate_leaves_out_the
     encoder = TickingEncoder(clock)
     bulk = Bulk(capsys)
 
-    @contextlib.asynccontextmanager
-    async def loaded_model(_: Settings) -> AsyncIterator[EmbeddingService]:
-        service = EmbeddingService(encoder, BatchSettings(max_batch_size=16), ModelSettings())
-        await service.start()
+    def load(_: Settings) -> None:
         clock.now += LOAD_SECONDS  # what a real model costs before the first document
-        try:
-            yield service
-        finally:
-            await service.stop()
+
+    loaded_model = service_standin(encoder, BatchSettings(max_batch_size=16), on_load=load)
 
     @contextlib.asynccontextmanager
-    async def client(_: Settings) -> AsyncIterator[Bulk]:
-        yield bulk
+    async def client(_: Settings) -> AsyncIterator[AsyncElasticsearch]:
+        es = bulk.client()
+        try:
+            yield es
+        finally:
+            await es.close()
 
     monkeypatch.setattr(progress, "time", clock)
     monkeypatch.setattr(ingest, "embedding_service", loaded_model)
@@ -126,9 +130,11 @@ async def test_a_refused_slice_fails_the_chunk_with_its_own_error(tmp_path: Path
     try:
         bulk = Bulk()
         target = resolve_index(settings().indices[0], service.info.shape)
-        loader = Loader(bulk, service, target, IngestOptions())  # type: ignore[arg-type]
+        es = bulk.client()
+        loader = Loader(es, service, target, IngestOptions())
         with pytest.raises(EmbedError) as err:
             await loader.run(jsonl(tmp_path, texts))
+        await es.close()
     finally:
         await service.stop()
     assert err.value.kind is ErrorKind.INVALID_REQUEST and "tokens" in err.value.message

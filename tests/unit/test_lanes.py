@@ -15,6 +15,7 @@ from es_embed.embed.batching import Request
 from es_embed.embed.lanes import Lanes
 from es_embed.embed.protocol import Lane, Tokenized
 from es_embed.embed.service import EmbeddingService
+from es_embed.embed.startup import warm_up
 from es_embed.metrics import Registry
 from tests.fakes import FakeEncoder
 
@@ -95,7 +96,7 @@ async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -
 
 
 @pytest.mark.parametrize(
-    ("bound_ms", "prove_budget", "warm_up", "batches"),
+    ("bound_ms", "prove_budget", "warm_up_batches", "batches"),
     [
         # 10 ms per padded token; 250 ms of model time = 25 tokens: two 10-token documents.
         # Warm-up: 64 // 32 = 2 inputs of 32 tokens, then one input (the bound), a query.
@@ -108,15 +109,15 @@ async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -
     ],
 )
 async def test_service_cuts_bulk_batches_from_the_fakes_speed_after_warm_up(
-    bound_ms: float, prove_budget: bool, warm_up: list[int], batches: list[int]
+    bound_ms: float, prove_budget: bool, warm_up_batches: list[int], batches: list[int]
 ) -> None:
     enc = FakeEncoder(max_length=32, seconds_per_token=0.01)
     batching = BatchSettings(max_batch_tokens=64, max_bulk_batch_ms=bound_ms)
     svc = EmbeddingService(enc, batching, ModelSettings(name="fake"))
     await svc.start()
     try:
-        await svc.warm_up(prove_budget=prove_budget)
-        assert enc.batches == warm_up
+        await warm_up(svc, enc, batching, prove_budget=prove_budget)
+        assert enc.batches == warm_up_batches
         enc.batches.clear()
         await svc.embed([" ".join(f"w{i}{j}" for j in range(9)) for i in range(6)])  # 10 tokens
         assert enc.batches == batches

@@ -1,0 +1,92 @@
+"""The one model thread: every forward pass of the embedder and the reranker runs here.
+
+One thread because one accelerator runs one batch at a time anyway, and because a model
+called from two threads at once is not safe. A batch holds one kind of work (``batching.py``);
+``run`` sends it to its model, splits it in halves while it runs out of memory
+(``memory.py``), refuses output that is non-finite or mis-shaped (so a broken model fails
+loudly instead of serving garbage), and records the batch metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from es_embed.embed.batching import padded_cost
+from es_embed.embed.lanes import LANES
+from es_embed.embed.memory import Parts, forward_in_parts
+from es_embed.embed.protocol import Encoder, Lane, ModelKind, Reranker, Tokenized
+from es_embed.metrics import SIZE_BUCKETS, Registry
+
+
+class ModelRunner:
+    def __init__(self, encoder: Encoder, reranker: Reranker | None, registry: Registry) -> None:
+        self._encoder = encoder
+        self._reranker = reranker
+        self._thread: ThreadPoolExecutor | None = None
+        r = registry
+        self._m_batch_size = r.histogram(
+            "es_embed_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS
+        )
+        self._m_batch_tokens = r.histogram(
+            "es_embed_batch_tokens", "Padded tokens per forward pass.", buckets=SIZE_BUCKETS
+        )
+        self._m_forward = r.histogram("es_embed_forward_seconds", "Forward pass duration.")
+        self._m_tokens = r.counter(
+            "es_embed_tokens_total",
+            "Tokens embedded (unpadded), by lane.",
+            ("lane",),
+            known=[LANES],
+        )
+        self._m_tps = r.gauge("es_embed_tokens_per_second", "Tokens/s of the last forward pass.")
+        self._m_oom_splits = r.counter(
+            "es_embed_oom_splits_total", "Batches split in halves after running out of memory."
+        )
+
+    def start(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="es-embed-model")
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def run(
+        self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], record: bool = True
+    ) -> Parts:
+        """One batch on the model thread, split in halves while it runs out of memory, and
+        recorded in the metrics (if ``record``); raises any other error the model raises."""
+        loop = asyncio.get_running_loop()
+        forward = functools.partial(self._checked_forward, kind)
+        started = time.perf_counter()
+        parts = await loop.run_in_executor(self._thread, forward_in_parts, forward, tokens)
+        seconds = time.perf_counter() - started
+        self._m_oom_splits.inc(parts.splits)
+        if record:
+            self._record(lane, tokens, seconds)
+        return parts
+
+    def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
+        real = sum(len(t.ids) for t in tokens)
+        self._m_batch_size.observe(len(tokens))
+        self._m_batch_tokens.observe(padded_cost([len(t.ids) for t in tokens]))
+        self._m_forward.observe(seconds)
+        self._m_tokens.labels(lane=lane).inc(real)
+        self._m_tps.set(real / seconds if seconds > 0 else 0.0)
+
+    async def forward(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
+        """A forward pass on the model thread, not recorded (health probes use it)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._checked_forward, kind, tokens)
+
+    def _checked_forward(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
+        model: Encoder | Reranker | None = self._reranker if kind == "rerank" else self._encoder
+        if model is None:  # rerank work is only queued when a reranker is loaded
+            raise RuntimeError("a rerank batch reached a service without a reranker")
+        out = model.forward(tokens)
+        if out.shape[0] != len(tokens) or not np.isfinite(out).all():
+            raise FloatingPointError(f"the {kind} model returned non-finite or mis-shaped output")
+        return out
