@@ -35,7 +35,7 @@ from es_embed.api.ops import get_health, get_metrics, get_models, observe_middle
 from es_embed.api.rerank import post_rerank
 from es_embed.config import Settings, api_keys
 from es_embed.embed.protocol import Encoder, Reranker
-from es_embed.embed.service import embedding_service
+from es_embed.embed.startup import embedding_service
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ cutting). Tokenisation runs on per-lane worker threads (never on the event loop,
 flood never delays a query's tokenisation). A batch that runs out of memory is split and
 retried (``memory.py``): only an input that cannot fit even alone is refused (413). Any
 other model failure fails every waiting request with 503 and marks the service unhealthy
-until a probe succeeds. ``serve`` warms the model up before it answers anything.
+until a probe succeeds. ``startup.py`` builds one from the settings.
 
 An optional reranker shares all of it: its pairs queue on the query lane, with the same
 admission and metrics, and run on the same thread, one model per batch (``batching.py``).
@@ -14,17 +14,16 @@ admission and metrics, and run on the same thread, one model per batch (``batchi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
+from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings
 from es_embed.embed.batching import Item, Request
 from es_embed.embed.lanes import LANES, Lanes
 from es_embed.embed.memory import too_large_for_memory
@@ -390,43 +389,3 @@ class EmbeddingService:
         if kind == "rerank" and self._reranker is not None:
             return self._reranker.tokenize_pairs("health probe", ["health probe"])
         return self._encoder.tokenize(["health probe"])
-
-
-@contextlib.asynccontextmanager
-async def embedding_service(
-    settings: Settings,
-    encoder: Encoder | None = None,
-    registry: Registry | None = None,
-    *,
-    reranker: Reranker | None = None,
-    with_reranker: bool = False,
-    warm_up: bool = False,
-) -> AsyncIterator[EmbeddingService]:
-    """A started service for the configured model (loaded off the event loop unless given),
-    with ``reranker``, or (``with_reranker``) the configured reranker if there is one.
-
-    ``warm_up`` (``serve``; a one-shot command would only wait longer): the loaded model
-    gets its token budget from the device and runs its warm-up before this yields, which is
-    before the server answers anything, /health included.
-    """
-    loaded = None
-    if encoder is None:
-        from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
-
-        encoder = loaded = await asyncio.to_thread(load_encoder, settings.model)
-    if reranker is None and with_reranker and settings.reranker.name:
-        from es_embed.embed.rerank import load_reranker
-
-        reranker = await asyncio.to_thread(load_reranker, settings.reranker)
-    service = EmbeddingService(
-        encoder, settings.batching, settings.model, registry, reranker=reranker
-    )
-    await service.start()
-    try:
-        if loaded is not None and warm_up:
-            from es_embed.embed.startup import start_up
-
-            await start_up(service, loaded, settings.batching)
-        yield service
-    finally:
-        await service.stop()
