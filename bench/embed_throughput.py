@@ -1,6 +1,7 @@
 """Embedding throughput and query latency: the model's forward-only limit vs. the server.
 
     python bench/embed_throughput.py [--model minilm|tiny-qwen|DIR] [--docs 512] [--device cpu]
+    python bench/embed_throughput.py --latency                     # queries under a bulk flood
     python bench/embed_throughput.py --gpu-shape qwen3-4b          # forward only, for a GPU
 
 In one run, on the same model and the same texts (the first ``--docs`` SciFact documents,
@@ -14,6 +15,14 @@ title and abstract, cut at ``--max-length`` tokens):
 3. **query latency**: single short queries (``input_type: query``) sent one after another,
    p50/p99, alone and while 32 clients flood the server with bulk batches.
 
+``--latency`` instead runs two servers side by side, one with bulk batches bounded by model
+time (``batching.max_bulk_batch_ms``, the default or ``--bound-ms``) and one unbounded (0):
+a user sends a query, waits for the answer, waits ``spacing`` seconds and sends the next
+(spacings 0.05, 0.5 and 2 s), first with the server idle, then while 32 clients flood each
+server with 16-document requests. It reports query p50/p99/max idle and under the flood,
+and the bulk tokens/s embedded while the queries ran. Targets (issue 13): loaded p99 <= 3x
+idle p99 at every spacing, bounded bulk tokens/s >= 0.95x unbounded.
+
 ``--gpu-shape qwen3-4b`` instead builds a randomly initialised Qwen3-Embedding-4B-shaped model
 in bfloat16 and reports forward-only tokens/s and model FLOP utilisation on 512-token inputs.
 
@@ -26,10 +35,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -52,11 +63,15 @@ from es_embed.config import BatchSettings, ModelSettings  # noqa: E402
 from es_embed.embed.encoder import HFEncoder, load_encoder  # noqa: E402
 from es_embed.embed.protocol import Tokenized  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
+from es_embed.embed.startup import warm_up  # noqa: E402
 
 CORPUS = shared_data_dir() / "scifact" / "corpus.jsonl"
 TEXTS_PER_REQUEST = 16
 CLIENT_COUNTS = (1, 8, 32)
 FLOOD_CLIENTS = 32
+SPACINGS = (0.05, 0.5, 2.0)
+MIN_QUERIES = 25  # per spacing and run: the window grows with the spacing to send them
+BULK_TOKENS = re.compile(r'^es_embed_tokens_total\{lane="bulk"\} (\S+)$', re.MULTILINE)
 H100_BF16_DENSE_FLOPS = 989e12
 QWEN3_4B_FLOP_PER_TOKEN = 2 * 3.6e9
 
@@ -147,16 +162,12 @@ def serve(config: Path) -> None:
 
 
 class Server:
-    def __init__(self, args: argparse.Namespace, model: str, batch_size: int, workdir: Path):
+    def __init__(
+        self, args: argparse.Namespace, model: str, batching: dict[str, Any], workdir: Path
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        batching = {}
-        if not args.server_default_batching:
-            # The limit is measured at the best batch size; give the server the same.
-            batching = {
-                "max_batch_size": batch_size,
-                "max_batch_tokens": batch_size * args.max_length,
-            }
+        workdir.mkdir(parents=True, exist_ok=True)
         config = {
             "server": {"host": "127.0.0.1", "port": self.port},
             "model": {"name": model, "device": args.device, "max_length": args.max_length},
@@ -168,6 +179,7 @@ class Server:
         self.log = workdir / "server.log"
         self.settings = config
         self.how = args.server_cmd
+        self.threads: int | None = args.threads
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> Server:
@@ -175,8 +187,13 @@ class Server:
 
         command = server_command(self.config, self.how)
         print(f"  starting server: {' '.join(command)}", flush=True)
+        env = dict(os.environ)
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)  # torch's intra-op threads
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+            )
         deadline = time.monotonic() + 300
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
@@ -246,21 +263,29 @@ async def server_throughput(url: str, texts: list[str], clients: int, fmt: str) 
 
 
 async def query_latency(
-    url: str, queries: list[str], texts: list[str], flood: int, fmt: str
+    url: str,
+    queries: list[str],
+    texts: list[str],
+    flood: int,
+    fmt: str,
+    spacing: float = 0.0,
+    window: float | None = None,
 ) -> dict[str, Any]:
-    """p50/p99 of single queries sent one after another, optionally under a bulk flood."""
+    """p50/p99 of single queries, optionally under a bulk flood from ``flood`` clients.
+
+    Each query is sent once the previous one is answered and ``spacing`` seconds have passed;
+    with a ``window`` the queries cycle until it is over, else each is sent once.
+    """
     import aiohttp
 
-    stop = asyncio.Event()
-    answered: list[tuple[float, int]] = []  # (when, tokens) of each bulk answer
+    counts: list[tuple[float, float]] = []  # (when, bulk tokens embedded) at each change
 
     async def flooder(session: aiohttp.ClientSession, seed: int) -> None:
         rng = random.Random(seed)
-        while not stop.is_set():
+        while True:
             start = rng.randrange(0, max(1, len(texts) - TEXTS_PER_REQUEST))
             chunk = texts[start : start + TEXTS_PER_REQUEST]
-            tokens = await post(session, url, {"input": chunk}, fmt)
-            answered.append((time.perf_counter(), tokens))
+            await post(session, url, {"input": chunk}, fmt)
 
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -268,42 +293,82 @@ async def query_latency(
         if flood:
             await asyncio.sleep(2.0)  # let the bulk queue fill before measuring
         flood_started = time.perf_counter()
-        latencies = []
-        for text in queries:
+        counter = asyncio.create_task(count_bulk_tokens(session, url, counts))
+        latencies: list[float] = []
+        while window is None or time.perf_counter() - flood_started < window:
+            if window is None and len(latencies) == len(queries):
+                break
             started = time.perf_counter()
+            text = queries[len(latencies) % len(queries)]
             await post(session, url, {"input": text, "input_type": "query"}, fmt)
             latencies.append((time.perf_counter() - started) * 1000)
-        flood_ended = time.perf_counter()
-        stop.set()
-        await asyncio.gather(*flooders)
+            await asyncio.sleep(spacing)
+        # Hang up rather than wait: the server drops the queued inputs of a client that has
+        # gone, so the next run starts on an empty queue (see settle()).
+        for task in [counter, *flooders]:
+            task.cancel()
+        await asyncio.gather(counter, *flooders, return_exceptions=True)
     ms = np.array(latencies)
     return {
         "flood_clients": flood,
+        "spacing_s": spacing,
         "queries": len(ms),
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
-        # Bulk work answered while the queries ran: what the query priority cost the flood.
-        "flood_tokens_per_s": (
-            sum(n for t, n in answered if flood_started <= t <= flood_ended)
-            / (flood_ended - flood_started)
-            if flood
-            else None
-        ),
+        # Bulk work done while the queries ran: what the query priority cost the flood.
+        "flood_tokens_per_s": bulk_rate(counts) if flood else None,
+        "flood_batches": len(counts) - 1,  # changes of the count seen (batches, or more)
+        "load_average": os.getloadavg(),
     }
+
+
+async def settle(url: str, fmt: str) -> None:
+    """Return once the server is idle: a query is answered after the batch in flight."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        await post(session, url, {"input": "settle", "input_type": "query"}, fmt)
+
+
+async def count_bulk_tokens(session: Any, url: str, counts: list[tuple[float, float]]) -> None:
+    """Poll the server's es_embed_tokens_total{lane="bulk"}; keep (time, value) at each change.
+
+    The count moves once per batch, so a rate between two changes is exact to the polling
+    interval, where counting answered requests is not: a request's 16 documents are spread
+    over several batches (grouped by length), and one batch of 64 can take seconds on a CPU.
+    """
+    while True:
+        async with session.get(f"{url}/metrics") as resp:
+            found = BULK_TOKENS.search(await resp.text())
+        value = float(found.group(1)) if found else 0.0
+        if not counts or value != counts[-1][1]:
+            counts.append((time.perf_counter(), value))
+        await asyncio.sleep(0.1)
+
+
+def bulk_rate(counts: list[tuple[float, float]]) -> float:
+    """Tokens/s from the first change of the count to the last (the first entry is where
+    the count stood when the run began; 0 with fewer than two changes)."""
+    changes = counts[1:]
+    if len(changes) < 2:
+        return 0.0
+    return (changes[-1][1] - changes[0][1]) / (changes[-1][0] - changes[0][0])
 
 
 # ---- main modes --------------------------------------------------------------------------
 
 
 async def service_throughput(
-    encoder: Any, texts: list[str], callers: int, batch_size: int
+    encoder: Any, texts: list[str], callers: int, batching: BatchSettings, warm: bool = False
 ) -> dict[str, Any]:
-    """The batcher alone, in this process, no HTTP: splits the server's cost into its parts."""
-    service = EmbeddingService(
-        encoder, BatchSettings(max_batch_size=batch_size), ModelSettings(name="bench")
-    )
+    """The batcher alone, in this process, no HTTP: splits the server's cost into its parts.
+    ``warm``: measure the model's speed first, as ``serve`` does, so bulk batches are bounded
+    from the start."""
+    service = EmbeddingService(encoder, batching, ModelSettings(name="bench"))
     await service.start()
+    if warm:
+        await warm_up(service, encoder, batching, prove_budget=False)
     pending = [texts[i : i + TEXTS_PER_REQUEST] for i in range(0, len(texts), TEXTS_PER_REQUEST)]
     tokens = 0
 
@@ -349,14 +414,21 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
         in_process = []
         for callers in (8, 32):
             tries = [
-                await service_throughput(encoder, texts, callers, best_size)
+                await service_throughput(
+                    encoder, texts, callers, BatchSettings(max_batch_size=best_size)
+                )
                 for _ in range(args.repeats)
             ]
             in_process.append(max(tries, key=lambda r: r["tokens_per_s"]))
             print(f"  service in-process, {callers:>2} callers: "
                   f"{in_process[-1]['tokens_per_s']:,.0f} tokens/s", flush=True)  # fmt: skip
         results["in_process"] = in_process
-        async with Server(args, model, best_size, workdir) as server:
+        batching: dict[str, Any] = {}
+        if not args.server_default_batching:
+            # The limit is measured at the best batch size; give the server the same.
+            tokens_cap = best_size * args.max_length
+            batching = {"max_batch_size": best_size, "max_batch_tokens": tokens_cap}
+        async with Server(args, model, batching, workdir) as server:
             results["server_settings"] = server.settings
             await server_throughput(server.url, texts[:64], 8, args.encoding_format)  # warm-up
             runs = []
@@ -386,6 +458,84 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
             run["ratio"] = run["tokens_per_s"] / best["tokens_per_s"]
         results["load_average_after"] = os.getloadavg()
     return results
+
+
+async def run_latency_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Query latency under a bulk flood at each spacing, bounded vs. unbounded, side by side:
+    both servers run at once (the one not being measured is idle), and at each spacing the
+    two flood runs follow each other, so a shared machine's load drifts into both alike."""
+    texts, queries = read_corpus(Path(args.corpus), args.docs)
+    schedulers = {
+        "bounded": {} if args.bound_ms is None else {"max_bulk_batch_ms": args.bound_ms},
+        "unbounded": {"max_bulk_batch_ms": 0},
+    }
+    fmt = args.encoding_format
+    with tempfile.TemporaryDirectory(prefix="es-embed-bench-") as tmp:
+        model = model_dir(args.model, Path(tmp))
+        print(f"model {model}; {len(texts)} documents; device {args.device}", flush=True)
+        results: dict[str, Any] = {
+            "mode": "latency",
+            "model": args.model,
+            "max_length": args.max_length,
+            "encoding_format": fmt,
+            "schedulers": schedulers,
+            "threads": args.threads,
+            "load_average_before": os.getloadavg(),
+            "runs": [],
+        }
+        async with contextlib.AsyncExitStack() as stack:
+            servers = {
+                name: await stack.enter_async_context(
+                    Server(args, model, batching, Path(tmp) / name)
+                )
+                for name, batching in schedulers.items()
+            }
+            for server in servers.values():
+                await server_throughput(server.url, texts[:16], 4, fmt)  # warm-up
+            for spacing in args.spacings:
+                window = max(args.window, MIN_QUERIES * spacing)
+                idle = await query_latency(
+                    servers["bounded"].url, queries, texts, 0, fmt, spacing, window
+                )
+                print(f"  spacing {spacing:g} s, idle: p50 {idle['p50_ms']:.1f} ms, "
+                      f"p99 {idle['p99_ms']:.1f} ms", flush=True)  # fmt: skip
+                for name, server in servers.items():
+                    loaded = await query_latency(
+                        server.url, queries, texts, FLOOD_CLIENTS, fmt, spacing, window
+                    )
+                    await settle(server.url, fmt)
+                    run = {"spacing_s": spacing, "scheduler": name, "idle": idle, "loaded": loaded}
+                    results["runs"].append(run)
+                    print(f"  spacing {spacing:g} s, {name} under flood: p50 "
+                          f"{loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms, bulk "
+                          f"{loaded['flood_tokens_per_s']:,.0f} tokens/s", flush=True)  # fmt: skip
+        results["bulk_ab"] = await bulk_ab(args, model, texts, schedulers)
+        results["load_average_after"] = os.getloadavg()
+    return results
+
+
+async def bulk_ab(
+    args: argparse.Namespace, model: str, texts: list[str], schedulers: dict[str, Any]
+) -> dict[str, list[float]]:
+    """Bulk tokens/s of each scheduler with no queries and no HTTP, in this process, the
+    runs alternating (A B B A ...) so the machine's drifting load falls on both alike."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = ModelSettings(name=model, device=args.device, max_length=args.max_length)
+    encoder = load_encoder(settings)
+    docs = texts[: args.ab_docs]
+    out: dict[str, list[float]] = {name: [] for name in schedulers}
+    for round_ in range(args.ab_rounds):
+        order = list(schedulers.items())
+        for name, batching in order if round_ % 2 == 0 else reversed(order):
+            run = await service_throughput(
+                encoder, docs, FLOOD_CLIENTS, BatchSettings(**batching), warm=True
+            )
+            out[name].append(run["tokens_per_s"])
+            print(f"  bulk only, in process, {name}: {run['tokens_per_s']:,.0f} tokens/s")
+    return out
 
 
 def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
@@ -464,7 +614,57 @@ def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
 # ---- report ------------------------------------------------------------------------------
 
 
+def latency_table(r: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:.1f}" for x in r["load_average_before"])
+    after = ", ".join(f"{x:.1f}" for x in r["load_average_after"])
+    bound = r["schedulers"]["bounded"].get("max_bulk_batch_ms", "default")
+    lines = [
+        f"{r['model']}: one user querying (wait for the answer, then `spacing` s) while "
+        f"{FLOOD_CLIENTS} clients send {TEXTS_PER_REQUEST} SciFact documents per request "
+        f"(cut at {r['max_length']} tokens); bounded = max_bulk_batch_ms {bound}, unbounded = "
+        f"0; torch threads {r['threads'] or 'default'}; load average {load} before, {after} "
+        f"after, on {r['host']['cpus']} CPUs",
+        "",
+        "| spacing | scheduler | queries | idle p50 / p99 ms | loaded p50 / p99 ms | max ms | "
+        "p99 vs idle | bulk tokens/s (batches) | vs unbounded | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    unbounded = {
+        run["spacing_s"]: run["loaded"]["flood_tokens_per_s"]
+        for run in r["runs"]
+        if run["scheduler"] == "unbounded"
+    }
+    for run in r["runs"]:
+        idle, loaded = run["idle"], run["loaded"]
+        ratio = loaded["p99_ms"] / idle["p99_ms"]
+        bulk = loaded["flood_tokens_per_s"]
+        lines.append(
+            f"| {run['spacing_s']:g} s | {run['scheduler']} | {loaded['queries']} | "
+            f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} | "
+            f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | {loaded['max_ms']:.0f} | "
+            f"{ratio:.1f}x | {bulk:,.0f} ({loaded['flood_batches']}) | "
+            f"{versus(bulk, unbounded[run['spacing_s']])} | {loaded['load_average'][0]:.1f} |"
+        )
+    ab = r.get("bulk_ab")
+    if ab:
+        mean = {name: sum(v) / len(v) for name, v in ab.items()}
+        runs = "; ".join(f"{name} " + ", ".join(f"{x:,.0f}" for x in v) for name, v in ab.items())
+        lines += [
+            "",
+            f"Bulk only (no queries, no HTTP, in process, runs alternating): bounded "
+            f"{mean['bounded']:,.0f} vs unbounded {mean['unbounded']:,.0f} tokens/s = "
+            f"{versus(mean['bounded'], mean['unbounded'])} ({runs}).",
+        ]
+    return "\n".join(lines)
+
+
+def versus(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
 def table(r: dict[str, Any]) -> str:
+    if r.get("mode") == "latency":
+        return latency_table(r)
     if "rows" in r:
         lines = [
             f"Qwen3-Embedding-4B shape ({r['layers']} layers, random bf16 weights) on "
@@ -537,6 +737,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="cli: python -m es_embed.cli serve; factory: create_app run by this script",
     )
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="query latency under a bulk flood at several spacings, bounded vs unbounded",
+    )
+    p.add_argument(
+        "--spacings",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=list(SPACINGS),
+        help="latency: seconds between an answer and the next query",
+    )
+    p.add_argument("--window", type=float, default=30.0, help="latency: seconds per run, at least")
+    p.add_argument("--bound-ms", type=float, help="latency: the bounded server's max_bulk_batch_ms")
+    p.add_argument("--ab-docs", type=int, default=128, help="latency: documents per A/B run")
+    p.add_argument("--ab-rounds", type=int, default=2, help="latency: A/B rounds (2 runs each)")
+    p.add_argument("--threads", type=int, help="torch threads per server (OMP_NUM_THREADS)")
     p.add_argument("--gpu-shape", choices=("qwen3-4b",), default=None)
     p.add_argument("--layers", type=int, default=36, help="gpu-shape: fewer layers for a smoke run")
     p.add_argument("--seq", type=int, default=512, help="gpu-shape: tokens per input")
@@ -558,7 +774,10 @@ def main() -> int:
         serve(Path(args.serve))
         return 0
     started = datetime.now(UTC)
-    results = run_gpu_shape(args) if args.gpu_shape else asyncio.run(run_server_bench(args))
+    if args.gpu_shape:
+        results = run_gpu_shape(args)
+    else:
+        results = asyncio.run(run_latency_bench(args) if args.latency else run_server_bench(args))
     results.update(
         {
             "started": started.isoformat(),
@@ -566,12 +785,13 @@ def main() -> int:
             "argv": sys.argv[1:],
         }
     )
-    text = table(results)
-    print("\n" + text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"embed-{'gpu-' if args.gpu_shape else ''}{started:%Y%m%dT%H%M%S}"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    kind = "gpu-" if args.gpu_shape else "latency-" if args.latency else ""
+    stem = f"embed-{kind}{started:%Y%m%dT%H%M%S}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))  # first: kept if below fails
+    text = table(results)
+    print("\n" + text)
     (out / f"{stem}.md").write_text(text + "\n")
     print(f"\nwrote {out / stem}.json and .md")
     return 0

@@ -99,16 +99,19 @@ class RerankerSettings:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_batch_tokens: int = setting(16384, "Token budget of one forward pass (padded length x n).")
+    max_batch_tokens: int = setting(
+        0,
+        "Token budget of one forward pass (padded length x n); 0 = auto: what free memory holds "
+        "on CUDA, 16384 elsewhere. Lowered for a while after an out-of-memory error.",
+    )
     max_batch_size: int = setting(64, "Most inputs in one forward pass.")
     query_queue: int = setting(512, "Most queued inputs on the query lane (429 above).")
     bulk_queue: int = setting(8192, "Most queued inputs on the bulk lane (429 above).")
     retry_after_seconds: int = setting(1, "Retry-After sent with a 429.")
-    interactive_bulk_ms: float = setting(
-        25.0, "While queries arrive, cut bulk batches to about this many ms of model time."
-    )
-    interactive_window_seconds: float = setting(
-        1.0, "How long after a query the bulk lane stays in short-batch mode."
+    max_bulk_batch_ms: float = setting(
+        25.0,
+        "Cut every bulk batch to about this many ms of model time (from the measured speed), "
+        "so a query never waits long behind one; 0 = no bound (token budget only).",
     )
     query_anticipation_ms: float = setting(
         5.0, "After answering a query, hold bulk work this long for the client's next query."

@@ -28,27 +28,27 @@ INF = math.inf
 MAX_TEXT_FILE = 8 * 2**20  # bytes; settings and key files are a few KiB
 EMBED_FIELD = "_embed"  # where the follower keeps each vector's hash, model and time
 
-# Ranges. Counts and sizes: > 0. Waits: > 0 and at most a week. Optional waits (0 = none):
-# >= 0 and at most a week (the _ms ones in milliseconds).
+# Ranges. Counts and sizes: > 0 (optional ones: 0 = auto). Waits: > 0 and at most a week.
+# Optional waits (0 = none): >= 0 and at most a week (the _ms ones in milliseconds).
 COUNTS = (
     "server.max_body_bytes server.max_inputs model.max_length reranker.max_length "
-    "batching.max_batch_tokens batching.max_batch_size batching.query_queue batching.bulk_queue"
+    "batching.max_batch_size batching.query_queue batching.bulk_queue"
 ).split()
+OPTIONAL_COUNTS = ["batching.max_batch_tokens"]
 WAITS = (
     "batching.probe_interval_seconds elasticsearch.request_timeout follow.poll_interval "
     "follow.max_backoff follow.give_up_seconds follow.lease_seconds"
 ).split()
-OPTIONAL_WAITS = (
-    "server.drain_seconds batching.retry_after_seconds batching.interactive_window_seconds"
-).split()
+OPTIONAL_WAITS = "server.drain_seconds batching.retry_after_seconds".split()
 OPTIONAL_WAITS_MS = (
-    "batching.interactive_bulk_ms batching.query_anticipation_ms batching.bulk_max_hold_ms"
+    "batching.max_bulk_batch_ms batching.query_anticipation_ms batching.bulk_max_hold_ms"
 ).split()
 # setting -> (may it be 0?, largest allowed)
 BOUNDS: dict[str, tuple[bool, float]] = {
     "server.port": (False, 65535),
     "follow.page_size": (False, MAX_PAGE_SIZE),
     **dict.fromkeys(COUNTS, (False, INF)),
+    **dict.fromkeys(OPTIONAL_COUNTS, (True, INF)),
     **dict.fromkeys(WAITS, (False, WEEK)),
     **dict.fromkeys(OPTIONAL_WAITS, (True, WEEK)),
     **dict.fromkeys(OPTIONAL_WAITS_MS, (True, WEEK * 1000)),

@@ -136,6 +136,35 @@ class HeldEncoder(FakeEncoder):
         return super().forward(batch)
 
 
+def refuse_as_a_gpu(batch: Sequence[Tokenized], most_inputs: int, most_tokens: int | None) -> None:
+    """Raise torch.cuda.OutOfMemoryError, as a GPU does, for a batch of more than
+    ``most_inputs`` inputs or ``most_tokens`` padded tokens."""
+    import torch  # here, not at the top: most unit tests never need it
+
+    padded = max(len(t.ids) for t in batch) * len(batch)
+    if len(batch) > most_inputs or padded > (most_tokens or padded):
+        raise torch.cuda.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+            "of 23.55 GiB of which 1.12 GiB is free."
+        )
+
+
+class OutOfMemoryEncoder(FakeEncoder):
+    """The fake, refusing batches above a size as a GPU out of memory does
+    (``refuse_as_a_gpu``). ``attempts`` records every call's batch size, refused ones too."""
+
+    def __init__(self, most_inputs: int, most_tokens: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.most_inputs = most_inputs
+        self.most_tokens = most_tokens
+        self.attempts: list[int] = []
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        self.attempts.append(len(batch))
+        refuse_as_a_gpu(batch, self.most_inputs, self.most_tokens)
+        return super().forward(batch)
+
+
 # For setup tests that give every index explicit dims: a wide Matryoshka model accepts them.
 ANY_SHAPE = ModelShape("fake-encoder", 4096, matryoshka=True)
 
@@ -267,3 +296,16 @@ class FakeReranker:
         query = set(ids[:cut])
         document = set(ids[cut + 1 :]) - {cls.SEPARATOR}
         return len(query & document) / max(len(query), 1)
+
+
+class OutOfMemoryReranker(FakeReranker):
+    """FakeReranker refusing batches above a size as a GPU out of memory does."""
+
+    def __init__(self, most_inputs: int, most_tokens: int | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.most_inputs = most_inputs
+        self.most_tokens = most_tokens
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        refuse_as_a_gpu(batch, self.most_inputs, self.most_tokens)
+        return super().forward(batch)

@@ -35,7 +35,7 @@ from es_embed.api.ops import get_health, get_metrics, get_models, observe_middle
 from es_embed.api.rerank import post_rerank
 from es_embed.config import Settings, api_keys
 from es_embed.embed.protocol import Encoder, Reranker
-from es_embed.embed.service import embedding_service
+from es_embed.embed.startup import embedding_service
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,14 @@ def _service_ctx(
     encoder: Encoder | None, reranker: Reranker | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Warmed up before the app serves anything: the first request is not slow.
         async with embedding_service(
-            app[SETTINGS], encoder, app[REGISTRY], reranker=reranker, with_reranker=True
+            app[SETTINGS],
+            encoder,
+            app[REGISTRY],
+            reranker=reranker,
+            with_reranker=True,
+            warm_up=True,
         ) as service:
             app[SERVICE] = service
             yield

@@ -23,7 +23,8 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.cli.progress import ProgressLine
 from es_embed.cli.runtime import es_client, run_command, settings_or_report
 from es_embed.config import ConfigError, Settings
-from es_embed.embed.service import EmbeddingService, embedding_service
+from es_embed.embed.service import EmbeddingService
+from es_embed.embed.startup import embedding_service
 from es_embed.follow.follower import Follower
 from es_embed.follow.retry import retry_failed
 from es_embed.indices.resolve import resolve_index

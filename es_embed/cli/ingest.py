@@ -16,7 +16,7 @@ from typing import Any
 from es_embed.cli.progress import ProgressLine
 from es_embed.cli.runtime import es_client, run_command
 from es_embed.config import ConfigError, Settings, load_settings
-from es_embed.embed.service import embedding_service
+from es_embed.embed.startup import embedding_service
 from es_embed.indices.resolve import resolve_index
 from es_embed.ingest.files import SUFFIXES, FolderScan, file_lines, scan_folder
 from es_embed.ingest.loader import IngestOptions, IngestResult, Line, Loader, validate

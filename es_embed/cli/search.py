@@ -21,8 +21,8 @@ from es_embed import strict_json
 from es_embed.api.search import rerank_stage
 from es_embed.cli.runtime import es_client, report, run_command
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
-from es_embed.embed.service import embedding_service
 from es_embed.embed.shape import ModelShape
+from es_embed.embed.startup import embedding_service
 from es_embed.errors import EmbedError, ErrorKind, invalid
 from es_embed.indices.resolve import resolve_all, text_only
 from es_embed.search.devconsole import render

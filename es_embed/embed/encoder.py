@@ -1,9 +1,10 @@
 """The real encoder: a Hugging Face model behind the ``Encoder`` protocol.
 
 ``load_encoder`` picks device and dtype, reads the pooling the model's authors declare
-(``st_config``), loads tokenizer and model with ``AutoTokenizer``/``AutoModel`` and runs a
-start-up self-check (last-token models must end every input with the end-of-text token; a
-probe embedding must be finite) so a wrong set-up fails at start, not as bad vectors later.
+(``st_config``), loads tokenizer and model with ``AutoTokenizer``/``AutoModel`` (weights in
+the target dtype, placed by ``accelerator.py``) and runs a start-up self-check (last-token
+models must end every input with the end-of-text token; a probe embedding must be finite) so
+a wrong set-up fails at start, not as bad vectors later.
 
 Tokenisation calls the Rust tokenizer directly on a private copy (no padding/truncation
 state to mutate, so several threads may share it) and adds special tokens itself, which is
@@ -24,6 +25,7 @@ import torch
 from tokenizers import Tokenizer
 
 from es_embed.config import ConfigError, ModelSettings
+from es_embed.embed import accelerator
 from es_embed.embed.pooling import normalize, pool
 from es_embed.embed.protocol import ModelInfo, Spans, Tokenized
 from es_embed.embed.shape import supports_matryoshka
@@ -75,6 +77,14 @@ class HFEncoder:
     @property
     def spec(self) -> PoolingSpec:
         return self._spec
+
+    def token_budget(self, configured: int) -> tuple[int, str]:
+        """Padded tokens one forward pass may hold, and how that was chosen (accelerator.py)."""
+        dtype = DTYPES[self._info.dtype]
+        return accelerator.token_budget(configured, self._device, self._model.config, dtype)
+
+    def memory_in_use(self) -> str:
+        return accelerator.memory_in_use(self._device)
 
     @property
     def end_of_text_id(self) -> int | None:
@@ -269,6 +279,7 @@ def load_pretrained(
                 dtype=dtype,
                 attn_implementation=attention,
                 trust_remote_code=trust_remote_code,
+                **accelerator.placement(device),
             )
         except (ValueError, ImportError) as exc:  # this architecture lacks that kernel
             log.info("attention %s unavailable for %s: %s", attention, name, exc)

@@ -1,11 +1,15 @@
 """The two lanes in front of the model: admission, batch cutting and the bulk hold.
 
 The query lane always goes first, so an interactive query waits for at most the batch in
-flight. While queries are arriving, bulk batches are also cut short
-(``batching.interactive_bulk_ms``) so that wait stays small even when a back-fill saturates
-the model, and bulk work is held for a few ms after each answered query (anticipation).
-Admission is bounded per lane (429 beyond it). This module never runs the model: the
-service asks it for the next batch, runs it, and reports how long the batch took.
+flight; and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time,
+from the model's speed measured as it runs (a moving average of forward time per padded
+token), so that wait stays short even while a back-fill saturates the model. A faster device
+gets larger bulk batches by itself. A client that sends its next query right after an answer
+also finds the model free: bulk work is held for a few ms after each answered query while
+queries arrive that way (anticipation). Every batch fits the token budget (``memory.py``),
+which an out-of-memory error lowers for a while. Admission is bounded per lane (429 beyond
+it). This module never runs the model: the service asks it for the next batch, runs it, and
+reports how long the batch took.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import deque
 
 from es_embed.config import BatchSettings
 from es_embed.embed.batching import Item, Request, cut_batch, padded_cost
+from es_embed.embed.memory import FIXED_TOKEN_BUDGET, TokenBudget
 from es_embed.embed.protocol import Lane, Tokenized
 from es_embed.errors import EmbedError, overloaded
 from es_embed.metrics import Registry
@@ -34,10 +39,13 @@ class Lanes:
         self._queues: dict[Lane, deque[Item]] = {lane: deque() for lane in LANES}
         self._seq = 0
         self._wakeup = asyncio.Event()
-        self._last_query = -1e9
-        self._query_answered = -1e9  # when the last query batch came off the model
+        self._query_answered: float | None = None  # when the last query batch came off the model
+        # Did the last query arrive within query_anticipation_ms of an answer? Until a client
+        # has shown its pace, assume so.
+        self._back_to_back = True
         self._bulk_waiting_since = 0.0  # last bulk batch, or when the bulk lane filled
-        self._seconds_per_token = 0.0  # moving average of forward time per padded token
+        self._seconds_per_token = 0.0  # moving average of bulk forward time per padded token
+        self.budget = TokenBudget(batching.max_batch_tokens or FIXED_TOKEN_BUDGET)
         self._m_queue = registry.gauge(
             "es_embed_queue_depth", "Inputs waiting, by lane.", ("lane",), known=[LANES]
         )
@@ -47,6 +55,14 @@ class Lanes:
             ("lane", "reason"),
             known=[LANES, REJECT_REASONS],
         )
+        self._m_budget = registry.gauge(
+            "es_embed_batch_token_budget",
+            "Padded tokens the next batch may hold, by lane (the token budget; for bulk, also "
+            "cut to max_bulk_batch_ms of model time).",
+            ("lane",),
+            known=[LANES],
+        )
+        self._update_budget()
 
     def pending(self) -> bool:
         return any(self._queues.values())
@@ -61,8 +77,9 @@ class Lanes:
             raise overloaded(lane, self._batching.retry_after_seconds)
 
     def enqueue(self, lane: Lane, request: Request, tokens: list[Tokenized]) -> None:
-        if lane == "query":
-            self._last_query = time.monotonic()
+        if lane == "query" and self._query_answered is not None:
+            gap = time.monotonic() - self._query_answered
+            self._back_to_back = gap <= self._batching.query_anticipation_ms / 1000
         queue = self._queues[lane]
         if lane == "bulk" and not queue:
             self._bulk_waiting_since = time.monotonic()
@@ -103,18 +120,60 @@ class Lanes:
             with contextlib.suppress(TimeoutError):  # the hold is over: bulk work may go
                 await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
 
-    def ran(self, lane: Lane, tokens: list[Tokenized], seconds: float, learn: bool = True) -> None:
-        """A batch came off the model: learn its speed (``learn``: a batch of the model that
-        runs bulk work, whose budget the speed sets); an answered query starts a hold."""
-        if learn:
-            per_token = seconds / padded_cost([len(t.ids) for t in tokens])
-            self._seconds_per_token = (
-                per_token
-                if self._seconds_per_token == 0
-                else 0.8 * self._seconds_per_token + 0.2 * per_token
-            )
+    def ran(
+        self, lane: Lane, tokens: list[Tokenized], seconds: float, failed_tokens: int | None = None
+    ) -> None:
+        """A batch came off the model: learn its speed and whether it fitted in memory
+        (``failed_tokens``: the smallest pass of it that did not); an answered query may start
+        a hold."""
+        if failed_tokens is not None:
+            self.budget.out_of_memory(failed_tokens)
+        else:
+            self.budget.fitted()
+        # Bulk batches only: a lone query's pass is mostly fixed cost and would understate the
+        # speed. A batch that was split is not learnt from: its time includes failed passes.
+        if lane == "bulk" and failed_tokens is None:
+            self._learn_speed(tokens, seconds)
         if lane == "query":
             self._query_answered = time.monotonic()
+        self._update_budget()
+
+    def _learn_speed(self, tokens: list[Tokenized], seconds: float) -> None:
+        per_token = seconds / padded_cost([len(t.ids) for t in tokens])
+        self._seconds_per_token = (
+            per_token
+            if self._seconds_per_token == 0
+            else 0.8 * self._seconds_per_token + 0.2 * per_token
+        )
+
+    @property
+    def tokens_per_second(self) -> float:
+        """The measured speed of bulk batches (padded tokens per second); 0 until measured."""
+        return 1 / self._seconds_per_token if self._seconds_per_token > 0 else 0.0
+
+    def bulk_budget(self) -> int:
+        """Padded tokens of the next bulk batch: the token budget, cut to max_bulk_batch_ms of
+        model time at the measured speed (the token budget alone until a pass is measured:
+        the service's start-up warm-up measures one)."""
+        budget = self.budget.current
+        bound_ms = self._batching.max_bulk_batch_ms
+        if bound_ms > 0 and self._seconds_per_token > 0:
+            budget = min(budget, max(1, int(bound_ms / 1000 / self._seconds_per_token)))
+        return budget
+
+    def describe(self, how: str) -> str:
+        """The token budget (chosen ``how``) and the bulk bound, as the start-up log says."""
+        text = f"token budget {self.budget.current:,} ({how})"
+        if self._batching.max_bulk_batch_ms > 0 and self._seconds_per_token > 0:
+            text += (
+                f"; bulk batches up to {self._batching.max_bulk_batch_ms:g} ms = "
+                f"{self.bulk_budget():,} tokens at {self.tokens_per_second:,.0f} tokens/s"
+            )
+        return text
+
+    def _update_budget(self) -> None:
+        self._m_budget.labels(lane="query").set(self.budget.current)
+        self._m_budget.labels(lane="bulk").set(self.bulk_budget())
 
     def _update_depth(self) -> None:
         for lane, queue in self._queues.items():
@@ -125,9 +184,7 @@ class Lanes:
         for lane in LANES:
             if lane == "bulk" and self._bulk_hold() > 0:
                 return None
-            max_tokens = b.max_batch_tokens
-            if lane == "bulk" and self._interactive():
-                max_tokens = self._interactive_budget()
+            max_tokens = self.bulk_budget() if lane == "bulk" else self.budget.current
             window = max(4 * b.max_batch_size, SORT_WINDOW)
             batch = cut_batch(self._queues[lane], max_tokens, b.max_batch_size, window)
             if batch:
@@ -140,9 +197,10 @@ class Lanes:
         A search client usually sends its next query right after an answer; holding bulk
         work for a few ms lets that query find the model free instead of waiting behind a
         bulk batch that started in the gap (anticipatory scheduling). Costs bulk work at
-        most ``query_anticipation_ms`` per answered query.
+        most ``query_anticipation_ms`` per answered query, and nothing while queries come
+        spaced out (their client is not waiting to send the next one).
         """
-        if not self._queues["bulk"]:
+        if not self._queues["bulk"] or not self._back_to_back or self._query_answered is None:
             return 0.0
         now = time.monotonic()
         ends = min(
@@ -151,13 +209,3 @@ class Lanes:
             self._bulk_waiting_since + self._batching.bulk_max_hold_ms / 1000,
         )
         return max(0.0, ends - now)
-
-    def _interactive(self) -> bool:
-        return time.monotonic() - self._last_query < self._batching.interactive_window_seconds
-
-    def _interactive_budget(self) -> int:
-        """Padded tokens that fit in interactive_bulk_ms, from the measured forward speed."""
-        if self._seconds_per_token <= 0:
-            return self._batching.max_batch_tokens
-        budget = self._batching.interactive_bulk_ms / 1000 / self._seconds_per_token
-        return max(1, min(self._batching.max_batch_tokens, int(budget)))

@@ -2,13 +2,15 @@
 
 One thread because one accelerator runs one batch at a time anyway, and because a model
 called from two threads at once is not safe. A batch holds one kind of work (``batching.py``);
-``run`` sends it to its model, refuses output that is non-finite or mis-shaped (so a broken
-model fails loudly instead of serving garbage), and records the batch metrics.
+``run`` sends it to its model, splits it in halves while it runs out of memory
+(``memory.py``), refuses output that is non-finite or mis-shaped (so a broken model fails
+loudly instead of serving garbage), and records the batch metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from es_embed.embed.batching import padded_cost
 from es_embed.embed.lanes import LANES
+from es_embed.embed.memory import Parts, forward_in_parts
 from es_embed.embed.protocol import Encoder, Lane, ModelKind, Reranker, Tokenized
 from es_embed.metrics import SIZE_BUCKETS, Registry
 
@@ -40,6 +43,9 @@ class ModelRunner:
             known=[LANES],
         )
         self._m_tps = r.gauge("es_embed_tokens_per_second", "Tokens/s of the last forward pass.")
+        self._m_oom_splits = r.counter(
+            "es_embed_oom_splits_total", "Batches split in halves after running out of memory."
+        )
 
     def start(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="es-embed-model")
@@ -48,18 +54,28 @@ class ModelRunner:
         if self._thread is not None:
             self._thread.shutdown(wait=False, cancel_futures=True)
 
-    async def run(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
-        """One batch on the model thread, recorded in the metrics; raises what the model raises."""
+    async def run(
+        self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], record: bool = True
+    ) -> Parts:
+        """One batch on the model thread, split in halves while it runs out of memory, and
+        recorded in the metrics (if ``record``); raises any other error the model raises."""
+        loop = asyncio.get_running_loop()
+        forward = functools.partial(self._checked_forward, kind)
         started = time.perf_counter()
-        out = await self.forward(kind, tokens)
+        parts = await loop.run_in_executor(self._thread, forward_in_parts, forward, tokens)
         seconds = time.perf_counter() - started
+        self._m_oom_splits.inc(parts.splits)
+        if record:
+            self._record(lane, tokens, seconds)
+        return parts
+
+    def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
         real = sum(len(t.ids) for t in tokens)
         self._m_batch_size.observe(len(tokens))
         self._m_batch_tokens.observe(padded_cost([len(t.ids) for t in tokens]))
         self._m_forward.observe(seconds)
         self._m_tokens.labels(lane=lane).inc(real)
         self._m_tps.set(real / seconds if seconds > 0 else 0.0)
-        return out
 
     async def forward(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
         """A forward pass on the model thread, not recorded (health probes use it)."""

@@ -2,8 +2,10 @@
 
 Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
 cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
-flood never delays a query's tokenisation), and a model failure fails every waiting request
-with 503 and marks the service unhealthy until a probe succeeds.
+flood never delays a query's tokenisation). A batch that runs out of memory is split and
+retried (``memory.py``): only an input that cannot fit even alone is refused (413). Any
+other model failure fails every waiting request with 503 and marks the service unhealthy
+until a probe succeeds. ``startup.py`` builds one from the settings.
 
 An optional reranker shares all of it: its pairs queue on the query lane, with the same
 admission and metrics, and run on the same thread, one model per batch (``batching.py``).
@@ -12,18 +14,18 @@ admission and metrics, and run on the same thread, one model per batch (``batchi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
 
-from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings, Settings
+from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings
 from es_embed.embed.batching import Item, Request
 from es_embed.embed.lanes import LANES, Lanes
+from es_embed.embed.memory import too_large_for_memory
 from es_embed.embed.protocol import (
     Encoder,
     InputType,
@@ -133,6 +135,11 @@ class EmbeddingService:
         if self._failure is not None:
             return False, self._failure
         return True, None
+
+    @property
+    def lanes(self) -> Lanes:
+        """The lanes' batch cutting, token budget and measured speed (start-up sizes them)."""
+        return self._lanes
 
     # ---- request helpers -------------------------------------------------------------
 
@@ -309,26 +316,43 @@ class EmbeddingService:
         while True:
             lane, batch = await self._lanes.next_batch()
             kind = batch[0].request.kind  # one model per batch (cut_batch)
-            tokens = [it.tokens for it in batch]
-            started = time.perf_counter()
             self._in_flight = batch
             try:
-                out = await self._runner.run(lane, kind, tokens)
+                rows = await self.run_batch(lane, kind, [it.tokens for it in batch])
             except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
                 self._in_flight = []
                 self._on_model_failure(exc, batch, kind)
                 continue
             self._in_flight = []
-            seconds = time.perf_counter() - started
-            self._deliver(batch, out)
-            # Only embedding batches set the speed that sizes bulk (embedding) batches.
-            self._lanes.ran(lane, tokens, seconds, learn=kind == "embed")
+            self._deliver(batch, rows)
 
-    @staticmethod
-    def _deliver(batch: list[Item], vectors: np.ndarray) -> None:
-        for item, vector in zip(batch, vectors, strict=True):
+    async def run_batch(
+        self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], record: bool = True
+    ) -> list[np.ndarray | None]:
+        """One batch on the model thread (the scheduler's, or the warm-up's), split while it
+        runs out of memory; its time and whether it fitted go to the lanes (the metrics only
+        if ``record``). None for an input that does not fit even alone."""
+        started = time.perf_counter()
+        parts = await self._runner.run(lane, kind, tokens, record)
+        seconds = time.perf_counter() - started
+        self._lanes.ran(lane, tokens, seconds, parts.failed_tokens)
+        if parts.failed_tokens is not None:
+            log.warning(
+                "out of memory on a batch of %d inputs: split %d times; token budget lowered "
+                "to %d for a while",
+                len(tokens),
+                parts.splits,
+                self._lanes.budget.current,
+            )
+        return parts.rows
+
+    def _deliver(self, batch: list[Item], rows: list[np.ndarray | None]) -> None:
+        for item, vector in zip(batch, rows, strict=True):
             req = item.request
             if req.cancelled or req.future.done():
+                continue
+            if vector is None:
+                req.future.set_exception(too_large_for_memory(item, self.info.device))
                 continue
             req.vectors[item.index] = vector
             req.remaining -= 1
@@ -368,32 +392,3 @@ class EmbeddingService:
         if kind == "rerank" and self._reranker is not None:
             return self._reranker.tokenize_pairs("health probe", ["health probe"])
         return self._encoder.tokenize(["health probe"])
-
-
-@contextlib.asynccontextmanager
-async def embedding_service(
-    settings: Settings,
-    encoder: Encoder | None = None,
-    registry: Registry | None = None,
-    *,
-    reranker: Reranker | None = None,
-    with_reranker: bool = False,
-) -> AsyncIterator[EmbeddingService]:
-    """A started service for the configured model (loaded off the event loop unless given),
-    with ``reranker``, or (``with_reranker``) the configured reranker if there is one."""
-    if encoder is None:
-        from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
-
-        encoder = await asyncio.to_thread(load_encoder, settings.model)
-    if reranker is None and with_reranker and settings.reranker.name:
-        from es_embed.embed.rerank import load_reranker
-
-        reranker = await asyncio.to_thread(load_reranker, settings.reranker)
-    service = EmbeddingService(
-        encoder, settings.batching, settings.model, registry, reranker=reranker
-    )
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()

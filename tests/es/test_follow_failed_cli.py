@@ -20,7 +20,7 @@ from elasticsearch import AsyncElasticsearch, Elasticsearch
 
 from es_embed.cli import backfill, status
 from es_embed.config import Settings, settings_from_dict
-from es_embed.embed.service import embedding_service
+from es_embed.embed.startup import embedding_service
 from es_embed.provision.setup import Setup
 from tests.es.follow_support import POISON
 from tests.fakes import ANY_SHAPE, FakeEncoder

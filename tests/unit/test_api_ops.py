@@ -36,7 +36,7 @@ async def test_health_reports_model_and_device() -> None:
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample; labels must match exactly (in sorted order, as rendered)."""
     body = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.escape(name + ("{" + body + "}" if body else "")) + r" (\S+)$"
+    pattern = "^" + re.escape(name + ("{" + body + "}" if body else "")) + r" (\S+)$"
     match = re.search(pattern, text, re.MULTILINE)
     assert match, f"{pattern} not in metrics"
     return float(match.group(1))

@@ -56,12 +56,12 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
         "ES_EMBED_SERVER_PORT": "9100",
         "ES_EMBED_SERVER_PROTECT_HEALTH": "yes",
         "ES_EMBED_SERVER_API_KEYS": "a, b,,c",
-        "ES_EMBED_BATCHING_INTERACTIVE_BULK_MS": "12.5",
+        "ES_EMBED_BATCHING_MAX_BULK_BATCH_MS": "12.5",
     }
     s = load_settings(path, env=env)
     assert s.server.port == 9100 and s.server.protect_health is True
     assert s.server.api_keys == ("a", "b", "c")
-    assert s.batching.interactive_bulk_ms == 12.5
+    assert s.batching.max_bulk_batch_ms == 12.5
 
 
 # (YAML text, environment, words the message must contain)
@@ -76,6 +76,8 @@ BAD_CONFIGS: list[tuple[str, dict[str, str], tuple[str, ...]]] = [
     ("server:\n  api_keys: secret\n", {}, ("server.api_keys", "expected a list")),
     ("model:\n  truncation: cut\n", {}, ("model.truncation", "truncate, error", "'cut'")),
     ("model:\n  dtype: fp8\n", {}, ("model.dtype",)),
+    ("batching:\n  max_batch_tokens: -1\n", {}, ("batching.max_batch_tokens", "at least 0")),
+    ("batching:\n  max_bulk_batch_ms: -5\n", {}, ("batching.max_bulk_batch_ms", "at least 0")),
     ("server: 8080\n", {}, ("server", "expected a mapping")),
     ("indices:\n  - text_fields: [a]\n", {}, ("indices[0].name", "missing")),
     ("indices:\n  - name: a\n    dims: 8\n", {}, ("indices[0] (a).dims", "32..4096")),

@@ -123,6 +123,21 @@ async def test_a_query_stream_cannot_hold_bulk_work_forever() -> None:
         await svc.stop()
 
 
+async def test_spaced_queries_do_not_hold_bulk_work() -> None:
+    enc = RecordingEncoder()
+    svc = await started(enc, query_anticipation_ms=1500, bulk_max_hold_ms=10_000)
+    try:
+        await svc.embed(["first query"], input_type="query")
+        await asyncio.sleep(1.6)  # the next query comes long after the answer
+        await svc.embed(["second query"], input_type="query")
+        # A hold would keep this document back 1.5 s; a client that does not send its next
+        # query at once gets none, so bulk work goes at once.
+        await asyncio.wait_for(svc.embed(["a b c"]), 1.0)
+        assert enc.seen == [[3], [3], [4]]
+    finally:
+        await svc.stop()
+
+
 async def test_full_lane_answers_429_with_retry_after() -> None:
     enc = GatedEncoder()
     svc = await started(enc, max_batch_size=1, bulk_queue=4, retry_after_seconds=3)

@@ -1,0 +1,112 @@
+"""Building the service from the settings: load the models, and for ``serve`` size the
+token budget from the device, warm the model up and log what was chosen, all before the
+server answers anything.
+
+The warm-up runs the shapes the model will see before the first request does, so the first
+request is not slow (CUDA kernels, allocator pools) and the first bulk batch is already cut
+to ``batching.max_bulk_batch_ms``: the warm-up measured the model's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from es_embed.config import BatchSettings, Settings
+from es_embed.embed.protocol import Encoder, Reranker
+from es_embed.embed.service import EmbeddingService
+from es_embed.metrics import Registry
+
+if TYPE_CHECKING:  # torch: imported only when a model is loaded
+    from es_embed.embed.encoder import HFEncoder
+
+log = logging.getLogger(__name__)
+
+# Tokens per warm-up input: a long document. Longer inputs are rare, and at the full
+# max_length attention alone could need more memory than a start-up check should risk.
+WARMUP_WIDTH = 512
+
+
+@contextlib.asynccontextmanager
+async def embedding_service(
+    settings: Settings,
+    encoder: Encoder | None = None,
+    registry: Registry | None = None,
+    *,
+    reranker: Reranker | None = None,
+    with_reranker: bool = False,
+    warm_up: bool = False,
+) -> AsyncIterator[EmbeddingService]:
+    """A started service for the configured model (loaded off the event loop unless given),
+    with ``reranker``, or (``with_reranker``) the configured reranker if there is one.
+
+    ``warm_up`` (``serve``; a one-shot command would only wait longer): the loaded model
+    gets its token budget from the device and runs its warm-up before this yields, which is
+    before the server answers anything, /health included.
+    """
+    loaded = None
+    if encoder is None:
+        from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
+
+        encoder = loaded = await asyncio.to_thread(load_encoder, settings.model)
+    if reranker is None and with_reranker and settings.reranker.name:
+        from es_embed.embed.rerank import load_reranker
+
+        reranker = await asyncio.to_thread(load_reranker, settings.reranker)
+    service = EmbeddingService(
+        encoder, settings.batching, settings.model, registry, reranker=reranker
+    )
+    await service.start()
+    try:
+        if loaded is not None and warm_up:
+            await start_up(service, loaded, settings.batching)
+        yield service
+    finally:
+        await service.stop()
+
+
+async def start_up(service: EmbeddingService, encoder: HFEncoder, batching: BatchSettings) -> None:
+    """Budget from the device, warm-up, and one log line saying device, dtype, memory in use,
+    the token budget and how it was chosen, and the bulk bound at the measured speed."""
+    budget, how = encoder.token_budget(batching.max_batch_tokens)
+    await warm_up(service, encoder, batching, budget, prove_budget=encoder.info.device != "cpu")
+    info = encoder.info
+    log.info(
+        "model ready: %s on %s (%s), memory %s; %s",
+        info.model_id,
+        info.device,
+        info.dtype,
+        encoder.memory_in_use(),
+        service.lanes.describe(how),
+    )
+
+
+async def warm_up(
+    service: EmbeddingService,
+    encoder: Encoder,
+    batching: BatchSettings,
+    token_budget: int | None = None,
+    prove_budget: bool = True,
+) -> None:
+    """The largest batch the token budget allows (``prove_budget``: it shows the budget fits,
+    and one that does not is halved until it does; pointless in host memory, which swaps
+    rather than fails), a bulk batch of about max_bulk_batch_ms (whose measured speed bounds
+    the first real one), and a lone query. None of it counts in the batch metrics."""
+    lanes = service.lanes
+    budget = lanes.budget
+    if token_budget is not None:
+        budget.set_ceiling(token_budget)
+    long = encoder.tokenize([" ".join(["warm"] * WARMUP_WIDTH)])
+    width = len(long[0].ids)
+    most = batching.max_batch_size
+    largest = max(1, min(most, budget.current // width)) if prove_budget else 1
+    await service.run_batch("bulk", "embed", long * largest, record=False)
+    if budget.current < budget.ceiling:  # the largest batch did not fit: never try it again
+        budget.set_ceiling(budget.current)
+    bulk = long * max(1, min(most, lanes.bulk_budget() // width))
+    await service.run_batch("bulk", "embed", bulk, record=False)
+    query = encoder.tokenize([service.format_query("warm-up")])
+    await service.run_batch("query", "embed", query, record=False)

@@ -1,0 +1,73 @@
+"""Sizing batches from device memory, and placing weights as they load (no device needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from es_embed.embed import accelerator
+from es_embed.embed.accelerator import activation_bytes_per_token, placement, token_budget
+
+QWEN3_4B = SimpleNamespace(hidden_size=2560, intermediate_size=9728, num_attention_heads=32)
+
+
+def test_activations_per_token_of_a_qwen3_4b_shape_in_bf16() -> None:
+    # 8 hidden-wide rows + 4 intermediate-wide rows, 2 bytes each.
+    assert activation_bytes_per_token(QWEN3_4B, 2) == 2 * (8 * 2560 + 4 * 9728)
+
+
+def test_eager_attention_adds_its_scores() -> None:
+    eager = SimpleNamespace(**vars(QWEN3_4B), _attn_implementation="eager")
+    eager.max_position_embeddings = 512
+    assert activation_bytes_per_token(eager, 2) == 2 * (8 * 2560 + 4 * 9728 + 32 * 512)
+
+
+def test_a_configured_budget_is_used_on_any_device() -> None:
+    assert token_budget(4096, torch.device("cpu"), QWEN3_4B, torch.float32) == (
+        4096,
+        "batching.max_batch_tokens",
+    )
+
+
+def test_cpu_budget_is_fixed() -> None:
+    assert token_budget(0, torch.device("cpu"), QWEN3_4B, torch.float32) == (
+        16384,
+        "fixed on cpu",
+    )
+
+
+def test_cuda_budget_comes_from_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    free = 15 * 2**30  # a 24 GB card with 4B bf16 weights loaded
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 24 * 2**30))
+    tokens, how = token_budget(0, torch.device("cuda", 0), QWEN3_4B, torch.bfloat16)
+    assert tokens == int(free * 0.8 / (2 * (8 * 2560 + 4 * 9728)))
+    assert tokens == 108_473
+    assert how == "80% of 15.0 GiB free, 116 KiB of activations per token"
+
+
+def test_weights_go_straight_to_cuda_only_with_accelerate(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str) -> object:
+        return object() if name == "accelerate" else real(name)
+
+    monkeypatch.setattr(accelerator.importlib.util, "find_spec", find_spec)
+    assert placement(torch.device("cuda", 1)) == {
+        "low_cpu_mem_usage": True,
+        "device_map": {"": "cuda:1"},
+    }
+    assert placement(torch.device("cpu")) == {"low_cpu_mem_usage": True}
+    monkeypatch.setattr(
+        accelerator.importlib.util,
+        "find_spec",
+        lambda name: None if name == "accelerate" else real(name),
+    )
+    assert placement(torch.device("cuda", 0)) == {}
+
+
+def test_memory_in_use_on_cpu_is_the_resident_set() -> None:
+    assert accelerator.resident_bytes() > 10 * 2**20  # torch alone is more
+    assert accelerator.memory_in_use(torch.device("cpu")).endswith("GiB resident")

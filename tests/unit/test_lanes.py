@@ -1,0 +1,125 @@
+"""Bulk batches bounded by model time: the cut from the measured speed, and the token budget.
+
+The lanes are fed measured times directly (``ran``), so every expectation is exact; the
+service-level test runs the fake encoder's ``seconds_per_token`` through a real warm-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from es_embed.config import BatchSettings, ModelSettings
+from es_embed.embed.batching import Request
+from es_embed.embed.lanes import Lanes
+from es_embed.embed.protocol import Lane, Tokenized
+from es_embed.embed.service import EmbeddingService
+from es_embed.embed.startup import warm_up
+from es_embed.metrics import Registry
+from tests.fakes import FakeEncoder
+
+
+def tokens(lengths: list[int]) -> list[Tokenized]:
+    return [Tokenized(tuple(range(2, 2 + n)), n) for n in lengths]
+
+
+def lanes(**batching: Any) -> Lanes:
+    return Lanes(BatchSettings(**batching), Registry())
+
+
+def enqueue(lanes: Lanes, lane: Lane, lengths: list[int]) -> None:
+    lanes.enqueue(lane, Request(size=len(lengths), future=None), tokens(lengths))
+
+
+async def test_bulk_batch_is_cut_to_the_bound_at_the_measured_speed() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([100]), 0.01)  # 0.1 ms per padded token
+    assert ln.bulk_budget() == 250  # 25 ms of model time
+    enqueue(ln, "bulk", [10] * 30)
+    lane, batch = await ln.next_batch()
+    assert lane == "bulk" and len(batch) == 25  # 25 x 10 padded tokens = 250
+
+
+async def test_speed_is_a_moving_average_of_bulk_batches_only() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([100]), 0.01)
+    ln.ran("query", tokens([5]), 0.5)  # a lone query is mostly fixed cost: not learnt
+    assert ln.bulk_budget() == 250
+    ln.ran("bulk", tokens([50, 50]), 0.02)  # 0.2 ms per token: average 0.8 x 0.1 + 0.2 x 0.2
+    assert ln.bulk_budget() == int(0.025 / 0.00012)
+    assert ln.tokens_per_second == pytest.approx(1 / 0.00012)
+
+
+async def test_no_bound_fills_the_token_budget() -> None:
+    ln = lanes(max_bulk_batch_ms=0)
+    ln.ran("bulk", tokens([100]), 0.01)
+    assert ln.bulk_budget() == 16384
+    enqueue(ln, "bulk", [10] * 30)
+    assert len((await ln.next_batch())[1]) == 30
+
+
+async def test_until_a_pass_is_measured_bulk_batches_fill_the_token_budget() -> None:
+    ln = lanes(max_batch_tokens=200)
+    assert ln.bulk_budget() == 200
+    enqueue(ln, "bulk", [10] * 30)
+    assert len((await ln.next_batch())[1]) == 20
+
+
+async def test_queries_are_cut_by_the_token_budget_not_the_bound() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([100]), 0.01)
+    enqueue(ln, "query", [10] * 30)
+    enqueue(ln, "bulk", [10] * 30)
+    lane, batch = await ln.next_batch()
+    assert lane == "query" and len(batch) == 30
+
+
+async def test_a_slow_model_still_gets_one_input_per_bulk_batch() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([10]), 1.0)  # 100 ms per token: not even one token fits 25 ms
+    assert ln.bulk_budget() == 1
+    enqueue(ln, "bulk", [10] * 3)
+    assert len((await ln.next_batch())[1]) == 1  # the oldest input always goes
+
+
+async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -> None:
+    registry = Registry()
+    ln = Lanes(BatchSettings(max_bulk_batch_ms=25), registry)
+    ln.ran("bulk", tokens([100]), 0.01)
+    ln.ran("bulk", tokens([10] * 32), 0.5, failed_tokens=320)  # did not fit: not learnt
+    assert ln.budget.current == 160 and ln.bulk_budget() == 160
+    enqueue(ln, "query", [10] * 30)
+    assert len((await ln.next_batch())[1]) == 16
+    for lane in ("query", "bulk"):
+        assert registry.get_sample_value("es_embed_batch_token_budget", {"lane": lane}) == 160
+
+
+@pytest.mark.parametrize(
+    ("bound_ms", "prove_budget", "warm_up_batches", "batches"),
+    [
+        # 10 ms per padded token; 250 ms of model time = 25 tokens: two 10-token documents.
+        # Warm-up: 64 // 32 = 2 inputs of 32 tokens, then one input (the bound), a query.
+        # The sizes are exact while the overhead of a pass stays under 50 ms (a quarter).
+        (250, True, [2, 1, 1], [2, 2, 2]),
+        # Without proving the budget (CPU) the first pass is one input: the speed is the same.
+        (250, False, [1, 1, 1], [2, 2, 2]),
+        # No bound: the warm-up's second pass and the documents fill the token budget.
+        (0, True, [2, 2, 1], [6]),
+    ],
+)
+async def test_service_cuts_bulk_batches_from_the_fakes_speed_after_warm_up(
+    bound_ms: float, prove_budget: bool, warm_up_batches: list[int], batches: list[int]
+) -> None:
+    enc = FakeEncoder(max_length=32, seconds_per_token=0.01)
+    batching = BatchSettings(max_batch_tokens=64, max_bulk_batch_ms=bound_ms)
+    svc = EmbeddingService(enc, batching, ModelSettings(name="fake"))
+    await svc.start()
+    try:
+        await warm_up(svc, enc, batching, prove_budget=prove_budget)
+        assert enc.batches == warm_up_batches
+        enc.batches.clear()
+        await svc.embed([" ".join(f"w{i}{j}" for j in range(9)) for i in range(6)])  # 10 tokens
+        assert enc.batches == batches
+    finally:
+        await svc.stop()
