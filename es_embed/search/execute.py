@@ -111,7 +111,11 @@ class Searcher:
     async def run(self, p: Plan, spec: SearchSpec) -> list[Hit]:
         if p.fuse:
             legs = await self._msearch(p, spec)
-            if spec.fusion == "linear":
+            if spec.fusion == "auto":
+                fused = fusion.auto(
+                    legs, weights=spec.weights, zero=self._zero(spec.index), window=spec.window
+                )
+            elif spec.fusion == "linear":
                 fused = fusion.linear(legs, weights=spec.weights, window=spec.window)
             else:
                 fused = fusion.rrf(legs, rank_constant=spec.rank_constant, window=spec.window)
@@ -131,6 +135,10 @@ class Searcher:
         if leg.name in ("bm25", "knn"):
             return fusion.single(leg.name, _leg_hits(raw_hits), offset=spec.from_)
         return [_scored_hit(h, named=p.named_scores) for h in raw_hits]
+
+    def _zero(self, index: str) -> dict[str, float]:
+        """Each leg's score for a document with no evidence (auto fusion measures from it)."""
+        return {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[self.index_settings(index).similarity]}
 
     async def _msearch(self, p: Plan, spec: SearchSpec) -> dict[str, list[LegHit]]:
         try:
