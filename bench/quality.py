@@ -19,7 +19,12 @@ What it does, in order:
    nDCG@10 and Recall@100, computed here and checked against ``ranx`` on the same run.
    ArguAna: a hit whose id equals the query id is dropped (BEIR/MTEB
    ``ignore_identical_ids``).
-4. Latency: ``--latency-queries`` queries, each searched once per mode with a fresh query
+4. Splits the queries in two halves by a hash of their id (``half``): the tables report
+   the *reported* half only, for every run. The ``auto`` fusion's parameters were chosen on
+   the *tuning* half: the grid below the table re-fuses the bm25 and knn runs' hits of the
+   tuning half with each candidate (``fusion.auto``, the code the searcher runs) and prints
+   its nDCG@10; the default's row must equal the searcher's own auto run on that half.
+5. Latency: ``--latency-queries`` queries, each searched once per mode with a fresh query
    embedding (embed + Elasticsearch + fusion, the ``took_ms`` of the answer), modes
    interleaved; p50/p95 per mode and hybrid p50 over the slower single leg's p50.
 
@@ -56,22 +61,29 @@ from es_embed.embed.protocol import Encoder  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 from es_embed.indices.resolve import resolve_index  # noqa: E402
 from es_embed.ingest.loader import IngestOptions, Loader  # noqa: E402
+from es_embed.search import fusion  # noqa: E402
 from es_embed.search.execute import Searcher, native_unavailable  # noqa: E402
+from es_embed.search.fusion import AUTO, AutoParams, Hit, LegHit  # noqa: E402
 from es_embed.search.spec import SearchSpec  # noqa: E402
 
 DATA_DIR = shared_data_dir()
 DATASETS = {"arguana": "en", "xquad-r-zh": "zh", "scifact": "en"}
 IGNORE_IDENTICAL_IDS = {"arguana"}
 DEPTH = 100  # hits per query: Recall@100
+LEGS = ("bm25", "knn")
+EQUAL = {"bm25": 1.0, "knn": 1.0}  # the request's weights when none are given
 RUNS: list[tuple[str, str, str]] = [  # (label, mode, fusion)
     ("bm25", "bm25", "rrf"),
     ("knn", "knn", "rrf"),
+    ("hybrid auto", "hybrid", "auto"),
     ("hybrid rrf", "hybrid", "rrf"),
     ("hybrid linear", "hybrid", "linear"),
     ("hybrid sum", "hybrid", "sum"),
 ]
 NATIVE_RUNS = [("native rrf", "hybrid", "native_rrf"), ("native linear", "hybrid", "native_linear")]
-LATENCY_RUNS = ["bm25", "knn", "hybrid rrf", "hybrid linear"]
+LATENCY_RUNS = ["bm25", "knn", "hybrid auto", "hybrid rrf", "hybrid linear"]
+# The candidates for the auto fusion's parameters (fusion.AutoParams), tried on the tuning half.
+GRID = [AutoParams(w, p) for p in (1.0, 2.0) for w in (0.25, 0.5, 0.75, 1.0, 1.5)]
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, list[str]]
@@ -107,6 +119,18 @@ def read_beir(directory: Path, name: str) -> Dataset:
             qrels.setdefault(qid, {})[did] = int(score)
     queries = {q: t for q, t in queries.items() if q in qrels}
     return Dataset(name, corpus, queries, qrels)
+
+
+def half(qid: str) -> str:
+    """``tune`` or ``report``: a fixed split by a hash of the query id, the same on every run."""
+    return "tune" if hashlib.sha256(qid.encode()).digest()[0] % 2 == 0 else "report"
+
+
+def halves(qrels: Qrels) -> dict[str, Qrels]:
+    out: dict[str, Qrels] = {"tune": {}, "report": {}}
+    for qid, rels in qrels.items():
+        out[half(qid)][qid] = rels
+    return out
 
 
 def subset(data: Dataset, max_queries: int | None, max_docs: int | None, seed: int) -> Dataset:
@@ -274,32 +298,99 @@ def cached(embed: Callable[[str, int | None], Awaitable[np.ndarray]]) -> Any:
     return get
 
 
+async def quality_runs(
+    searcher: Searcher, data: Dataset, index: str, runs: Sequence[tuple[str, str, str]]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[Hit]]]]:
+    """Every run's metrics on each half, and its hits (for the tuning grid)."""
+    split = halves(data.qrels)
+    rows, hits = [], {}
+    for label, mode, how in runs:
+        start = time.monotonic()
+        hits[label] = await run_queries(searcher, data, index, mode, how)
+        run = ranked(data, hits[label])
+        row: dict[str, Any] = {"run": label}
+        for name, qrels in split.items():
+            if qrels:
+                ndcg, recall = metrics(label, run, qrels)
+                row[name] = {"ndcg@10": ndcg, "recall@100": recall}
+        rows.append(row)
+        report = row.get("report", {"ndcg@10": float("nan"), "recall@100": float("nan")})
+        print(f"  {label:<14} reported half: nDCG@10 {report['ndcg@10']:.4f}  "
+              f"R@100 {report['recall@100']:.4f}  ({time.monotonic() - start:.0f} s)",
+              file=sys.stderr)  # fmt: skip
+    return rows, hits
+
+
 async def run_queries(
-    searcher: Searcher, data: Dataset, index: str, mode: str, fusion: str, concurrency: int = 4
-) -> Run:
-    drop_self = data.name in IGNORE_IDENTICAL_IDS
-    run: Run = {}
+    searcher: Searcher, data: Dataset, index: str, mode: str, how: str, concurrency: int = 4
+) -> dict[str, list[Hit]]:
+    """Every query's hits as the searcher answered them (the query's own document kept)."""
+    hits: dict[str, list[Hit]] = {}
     gate = asyncio.Semaphore(concurrency)
 
     async def one(qid: str, text: str) -> None:
-        spec = SearchSpec(index=index, query=text, mode=mode, fusion=fusion, k=DEPTH, window=DEPTH)  # type: ignore[arg-type]
+        spec = SearchSpec(index=index, query=text, mode=mode, fusion=how, k=DEPTH, window=DEPTH)  # type: ignore[arg-type]
         async with gate:
             result = await searcher.search(spec)
-        run[qid] = [h.id for h in result.hits if not (drop_self and h.id == qid)]
+        hits[qid] = result.hits
 
     await asyncio.gather(*(one(q, t) for q, t in data.queries.items()))
-    return run
+    return hits
+
+
+def ranked(data: Dataset, hits: dict[str, list[Hit]] | dict[str, list[LegHit]]) -> Run:
+    """Document ids in order; ArguAna drops the query's own argument (BEIR), after fusion."""
+    drop_self = data.name in IGNORE_IDENTICAL_IDS
+    return {q: [h.id for h in hs if not (drop_self and h.id == q)] for q, hs in hits.items()}
+
+
+def metrics(label: str, run: Run, qrels: Qrels) -> tuple[float, float]:
+    """nDCG@10 and Recall@100 over ``qrels``' queries, ours, refused unless ranx agrees."""
+    run = {q: run[q] for q in qrels}
+    ours = (ndcg_at(run, qrels, 10), recall_at(run, qrels, DEPTH))
+    theirs = ranx_scores(run, qrels)
+    if not np.allclose(ours, theirs, atol=1e-6):
+        raise SystemExit(f"{label}: our metrics {ours} differ from ranx {theirs}")
+    return ours
+
+
+def tune(
+    data: Dataset, runs: dict[str, dict[str, list[Hit]]], zero: dict[str, float]
+) -> list[dict[str, Any]]:
+    """nDCG@10 on the tuning half of every candidate in GRID, from the bm25 and knn runs' hits.
+
+    The same ``fusion.auto`` the searcher runs, on the same legs (k = window = 100), so the
+    default's row must equal the searcher's own auto run on that half.
+    """
+    qrels = halves(data.qrels)["tune"]
+    legs = {
+        q: {name: [LegHit(h.index, h.id, h.score) for h in runs[name][q]] for name in LEGS}
+        for q in qrels
+    }
+    rows = []
+    for params in GRID:
+        fused = {
+            q: fusion.auto(two, weights=EQUAL, zero=zero, window=DEPTH, params=params)
+            for q, two in legs.items()
+        }
+        rows.append({"knn_weight": params.knn_weight, "power": params.power,
+                     "ndcg@10": ndcg_at(ranked(data, fused), qrels, 10)})  # fmt: skip
+    searched = ndcg_at(ranked(data, runs["hybrid auto"]), qrels, 10)
+    (default,) = [r for r in rows if AutoParams(r["knn_weight"], r["power"]) == AUTO]
+    if abs(default["ndcg@10"] - searched) > 1e-9:
+        raise SystemExit(f"tuning grid {default} differs from the searcher's auto run {searched}")
+    return rows
 
 
 async def latency(searcher: Searcher, data: Dataset, index: str, n: int) -> dict[str, list[float]]:
-    by_label = {label: (mode, fusion) for label, mode, fusion in RUNS}
+    by_label = {label: (mode, how) for label, mode, how in RUNS}
     times: dict[str, list[float]] = {label: [] for label in LATENCY_RUNS}
     qids = list(data.queries)[:n]
     for i, qid in enumerate(qids):
         order = LATENCY_RUNS[i % len(LATENCY_RUNS) :] + LATENCY_RUNS[: i % len(LATENCY_RUNS)]
         for label in order:
-            mode, fusion = by_label[label]
-            spec = SearchSpec(index=index, query=data.queries[qid], mode=mode, fusion=fusion)  # type: ignore[arg-type]
+            mode, how = by_label[label]
+            spec = SearchSpec(index=index, query=data.queries[qid], mode=mode, fusion=how)  # type: ignore[arg-type]
             result = await searcher.search(spec)
             times[label].append(result.took_ms)
     return times
@@ -342,18 +433,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         native = await native_unavailable(es, index, "rrf")
         if native is None:
             runs += NATIVE_RUNS
-        rows = []
-        for label, mode, fusion in runs:
-            start = time.monotonic()
-            run = await run_queries(quality, data, index, mode, fusion)
-            ours = (ndcg_at(run, data.qrels, 10), recall_at(run, data.qrels, DEPTH))
-            theirs = ranx_scores(run, data.qrels)
-            if not np.allclose(ours, theirs, atol=1e-6):
-                raise SystemExit(f"{label}: our metrics {ours} differ from ranx {theirs}")
-            rows.append({"run": label, "ndcg@10": ours[0], "recall@100": ours[1],
-                         "ranx_ndcg@10": theirs[0], "ranx_recall@100": theirs[1]})  # fmt: skip
-            print(f"  {label:<14} nDCG@10 {ours[0]:.4f}  R@100 {ours[1]:.4f}  "
-                  f"({time.monotonic() - start:.0f} s)", file=sys.stderr)  # fmt: skip
+        rows, hits = await quality_runs(quality, data, index, runs)
+        grid = tune(data, hits, {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[target.similarity]})
         fresh = Searcher(es, service.embed_query, [target])
         times = await latency(fresh, data, index, min(args.latency_queries, len(data.queries)))
     finally:
@@ -371,33 +452,58 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "elasticsearch": es_version,
         "native": native or "available",
         "load_seconds": load_s,
+        "split": {name: len(qrels) for name, qrels in halves(data.qrels).items()},
         "rows": rows,
+        "tuning_grid": grid,
         "latency_ms": lat,
         "hybrid_over_slower_leg": {
-            label: lat[label]["p50"] / slower for label in ("hybrid rrf", "hybrid linear")
+            label: lat[label]["p50"] / slower
+            for label in ("hybrid auto", "hybrid rrf", "hybrid linear")
         },
     }
 
 
 def table(report: dict[str, Any]) -> str:
-    lat = report["latency_ms"]
+    lat, split = report["latency_ms"], report["split"]
     lines = [
-        f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries; "
-        f"MiniLM-L6-v2, analyzer `{report['analyzer']}`, dense_vector `{report['index_options']}`, "
+        f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries "
+        f"(reported half {split['report']:,}, tuning half {split['tune']:,}); MiniLM-L6-v2, "
+        f"analyzer `{report['analyzer']}`, dense_vector `{report['index_options']}`, "
         f"Elasticsearch {report['elasticsearch']}",
         "",
-        "| run | nDCG@10 | Recall@100 | p50 ms | p95 ms |",
+        "| run (reported half) | nDCG@10 | Recall@100 | p50 ms | p95 ms |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for row in report["rows"]:
-        t = lat.get(row["run"])
+        t, r = lat.get(row["run"]), row.get("report")
         ms = f"{t['p50']:.1f} | {t['p95']:.1f}" if t else "- | -"
-        lines.append(f"| {row['run']} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | {ms} |")
+        if r:
+            lines.append(f"| {row['run']} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {ms} |")
     ratios = ", ".join(f"{k} {v:.2f}x" for k, v in report["hybrid_over_slower_leg"].items())
     lines += ["", f"Hybrid p50 latency over the slower single leg's p50: {ratios}."]
     if report["native"] != "available":
         lines.append(f"Native retrievers not run: {report['native']}.")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", *grid_table(report)])
+
+
+def grid_table(report: dict[str, Any]) -> list[str]:
+    """The tuning half: each leg, and auto with each candidate (the numbers that chose it)."""
+    legs = {r["run"]: r["tune"]["ndcg@10"] for r in report["rows"] if r["run"] in LEGS}
+    if len(legs) < 2 or not report["tuning_grid"]:
+        return []
+    best = max(legs.values())
+    lines = [
+        f"Tuning half ({report['split']['tune']:,} queries): bm25 {legs['bm25']:.4f}, "
+        f"knn {legs['knn']:.4f}; auto with each candidate (* the default):",
+        "",
+        "| knn_weight | power | nDCG@10 | vs the better leg |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["tuning_grid"]:
+        mark = " *" if AutoParams(row["knn_weight"], row["power"]) == AUTO else ""
+        lines.append(f"| {row['knn_weight']:g}{mark} | {row['power']:g} | "
+                     f"{row['ndcg@10']:.4f} | {row['ndcg@10'] - best:+.4f} |")  # fmt: skip
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
