@@ -150,6 +150,12 @@ class FollowSettings:
         120.0,
         "One-shot commands (backfill) exit 1 after failing this long; serve retries forever.",
     )
+    replica_id: str = setting(
+        "", "This sidecar's name in shard leases and log lines; empty = host:pid."
+    )
+    lease_seconds: float = setting(
+        30.0, "A shard lease lapses this long after its owner last renewed it."
+    )
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ COUNTS = (
 ).split()
 WAITS = (
     "batching.probe_interval_seconds elasticsearch.request_timeout follow.poll_interval "
-    "follow.max_backoff follow.give_up_seconds"
+    "follow.max_backoff follow.give_up_seconds follow.lease_seconds"
 ).split()
 OPTIONAL_WAITS = (
     "server.drain_seconds batching.retry_after_seconds batching.interactive_window_seconds"

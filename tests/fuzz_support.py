@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from es_embed.api.app import create_app
 from es_embed.config import Settings
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, FakeReranker
 
 settings.register_profile(
     "ci",
@@ -105,15 +105,21 @@ class AppRunner:
     """The real app (fake encoder) on its own event loop, called from synchronous code: a
     Hypothesis test runs each example as a plain function call."""
 
-    def __init__(self, app_settings: Settings, encoder: FakeEncoder | None = None) -> None:
+    def __init__(
+        self,
+        app_settings: Settings,
+        encoder: FakeEncoder | None = None,
+        reranker: FakeReranker | None = None,
+    ) -> None:
         self._settings = app_settings
         self._encoder = encoder or FakeEncoder()
+        self._reranker = reranker
         self._loop = asyncio.new_event_loop()
         self._client: TestClient[Any, Any] | None = None
 
     def __enter__(self) -> AppRunner:
         async def start() -> TestClient[Any, Any]:
-            app = create_app(self._settings, encoder=self._encoder)
+            app = create_app(self._settings, encoder=self._encoder, reranker=self._reranker)
             client: TestClient[Any, Any] = TestClient(TestServer(app))
             await client.start_server()
             return client

@@ -21,7 +21,10 @@ def service_standin(
     service has started, as the real one returns once the model is loaded."""
 
     @contextlib.asynccontextmanager
-    async def embedding_service(settings: Settings) -> AsyncIterator[EmbeddingService]:
+    async def embedding_service(
+        settings: Settings, *, with_reranker: bool = False
+    ) -> AsyncIterator[EmbeddingService]:
+        # The real one's signature; the stand-in serves no reranker either way.
         svc = EmbeddingService(encoder, batch or BatchSettings(), model or ModelSettings())
         await svc.start()
         if on_load is not None:

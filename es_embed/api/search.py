@@ -7,9 +7,10 @@ client and embedding service) and stores it under ``SEARCHER``. With
 Elasticsearch refuses any read outside them even if a filter got past the boundary check.
 
 Request: ``{index, query, mode, fusion, k, from, filter, weights, source, window,
-rank_constant, num_candidates}`` (only index and query are required).
+rank_constant, num_candidates, rerank: {window}}`` (only index and query are required).
 Answer: ``{hits: [{_index, _id, _score, _source, legs: {bm25: {rank, score}, knn: {rank,
-score}}}], took_ms, embed_ms}``. Unknown index: 404 naming it; a bad field: 400 naming it.
+score}, rerank: {rank, score}}}], took_ms, embed_ms, rerank_ms?}``. Unknown index: 404
+naming it; a bad field: 400 naming it; ``rerank`` with no reranker configured: 422.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
+import numpy as np
 from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
@@ -29,6 +31,7 @@ from es_embed.elastic.client import build_client
 from es_embed.embed.service import EmbeddingService
 from es_embed.indices.resolve import resolve_all
 from es_embed.search.execute import Searcher
+from es_embed.search.rerank import RerankStage
 from es_embed.search.spec import spec_from_json
 
 SEARCHER = web.AppKey("searcher", Searcher)
@@ -48,7 +51,20 @@ def make_searcher(
         resolve_all(settings.indices, service.info.shape),
         meta_es=meta_es,
         allow_scripts=settings.search.allow_scripts,
+        rerank=rerank_stage(service),
     )
+
+
+def rerank_stage(service: EmbeddingService) -> RerankStage | None:
+    """The service's reranker as search's last stage, on the query lane (None: none here)."""
+    info = service.reranker_info
+    if info is None:
+        return None
+
+    async def score(query: str, documents: Sequence[str]) -> np.ndarray:
+        return (await service.rerank(query, documents)).scores
+
+    return RerankStage(info.model_id, score)
 
 
 def search_client(settings: Settings) -> AsyncElasticsearch | None:

@@ -2,7 +2,9 @@
 
 The query is embedded in-process with the configured model (loaded only for modes that
 need a vector), or by a running sidecar with ``--server URL`` (its ``/v1/embeddings``,
-``input_type: query``), which skips loading the model.
+``input_type: query``), which skips loading the model. ``--rerank N`` reranks the top N
+with the configured reranker (in-process: the embedding model is loaded with it, even for
+bm25, as the service hosts both) or the sidecar's (``/v1/rerank``).
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from es_embed import strict_json
+from es_embed.api.search import rerank_stage
 from es_embed.cli.runtime import es_client, report, run_command
 from es_embed.config import ConfigError, Settings, api_keys, load_settings
 from es_embed.embed.service import embedding_service
@@ -25,6 +28,7 @@ from es_embed.indices.resolve import resolve_all, text_only
 from es_embed.search.devconsole import render
 from es_embed.search.execute import QueryEmbedder, Searcher, SearchResult
 from es_embed.search.fusion import AUTO, Hit
+from es_embed.search.rerank import RerankStage
 from es_embed.search.spec import DEFAULT_FUSION, FUSIONS, MODES, SearchSpec, spec_from_json
 
 SNIPPET = 80
@@ -53,6 +57,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--filter", metavar="JSON", help="query DSL object applied to both legs")
     p.add_argument("--weights", metavar="bm25=W,knn=W", help="linear / sum weights")
     p.add_argument("--source", metavar="FIELDS", help="comma-separated fields, or 'false'")
+    p.add_argument("--rerank", type=int, metavar="N", help="rerank the top N with the reranker")
     p.add_argument("--server", metavar="URL", help="embed the query with this running sidecar")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the API's JSON answer")
@@ -70,6 +75,10 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         spec = spec_from_args(args, allow_scripts=settings.search.allow_scripts)
         settings.index(spec.index)
+        if spec.rerank is not None and not args.server and not settings.reranker.name:
+            raise invalid(
+                "--rerank needs a reranker: set reranker.name (or use --server)", "rerank"
+            )
     except (ConfigError, EmbedError) as exc:
         return report(exc)
     return run_command(_run(settings, spec, args), settings)
@@ -88,6 +97,8 @@ def spec_from_args(args: argparse.Namespace, *, allow_scripts: bool = False) -> 
     }
     if args.num_candidates is not None:
         raw["num_candidates"] = args.num_candidates
+    if args.rerank is not None:
+        raw["rerank"] = {"window": args.rerank}
     if args.filter:
         # The API's bounded reader: no traceback for deep nesting, huge numbers or NaN.
         raw["filter"] = strict_json.parse(args.filter, "--filter")
@@ -110,17 +121,19 @@ def _weights(text: str) -> dict[str, float]:
 
 
 async def _run(settings: Settings, spec: SearchSpec, args: argparse.Namespace) -> int:
-    async with es_client(settings) as es, _embedder(settings, spec, args.server) as served:
-        embed, model = served
+    async with (
+        es_client(settings) as es,
+        _embedder(settings, spec, args.server) as (embed, model, stage),
+    ):
         targets = (
             resolve_all(settings.indices, model)
             if model is not None
             else [text_only(conf, settings.model.model_id) for conf in settings.indices]
         )
-        searcher = Searcher(es, embed, targets)
+        searcher = Searcher(es, embed, targets, rerank=stage)
         if args.dev_console:
             p, _ = await searcher.prepare(spec)
-            print(render(p, spec))
+            print(render(p, spec, stage.model if stage else None))
             return 0
         result = await searcher.search(spec)
     if args.json:
@@ -130,19 +143,33 @@ async def _run(settings: Settings, spec: SearchSpec, args: argparse.Namespace) -
     return 0
 
 
+Models = tuple[QueryEmbedder, ModelShape | None, RerankStage | None]
+
+
 @contextlib.asynccontextmanager
 async def _embedder(
     settings: Settings, spec: SearchSpec, server: str | None
-) -> AsyncIterator[tuple[QueryEmbedder, ModelShape | None]]:
-    """The query embedder and the model's shape (None: BM25 alone needs no model)."""
-    if not spec.needs_vector:
-        yield _no_vectors, None
-    elif server:
-        async with _server_embedder(settings, server) as served:
-            yield served
+) -> AsyncIterator[Models]:
+    """The query embedder, the model's shape (None: BM25 alone needs no model) and the
+    rerank stage (None: not asked for)."""
+    reranks = spec.rerank is not None
+    if server:
+        async with contextlib.AsyncExitStack() as stack:
+            embed: QueryEmbedder = _no_vectors
+            shape = None
+            if spec.needs_vector:
+                embed, shape = await stack.enter_async_context(_server_embedder(settings, server))
+            stage = (
+                await stack.enter_async_context(_server_reranker(settings, server))
+                if reranks
+                else None
+            )
+            yield embed, shape, stage
+    elif spec.needs_vector or reranks:
+        async with embedding_service(settings, with_reranker=reranks) as service:
+            yield service.embed_query, service.info.shape, rerank_stage(service)
     else:
-        async with embedding_service(settings) as service:
-            yield service.embed_query, service.info.shape
+        yield _no_vectors, None, None
 
 
 async def _no_vectors(text: str, dims: int | None) -> np.ndarray:
@@ -153,14 +180,8 @@ async def _no_vectors(text: str, dims: int | None) -> np.ndarray:
 async def _server_embedder(
     settings: Settings, url: str
 ) -> AsyncIterator[tuple[QueryEmbedder, ModelShape]]:
-    import aiohttp  # the CLI may use HTTP; search itself never does
-
-    headers = {}
-    keys = sorted(api_keys(settings.server))
-    if keys:
-        headers["Authorization"] = f"Bearer {keys[0]}"
     endpoint = url.rstrip("/") + "/v1/embeddings"
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with _session(settings) as session:
         model = await _served_shape(session, url.rstrip("/") + "/v1/models", settings)
 
         async def embed(text: str, dims: int | None) -> np.ndarray:
@@ -171,39 +192,66 @@ async def _server_embedder(
             }
             if dims:
                 body["dimensions"] = dims
-            try:
-                async with session.post(endpoint, json=body) as resp:
-                    answer = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        message = (answer.get("error") or {}).get("message", answer)
-                        raise EmbedError(
-                            ErrorKind.UNAVAILABLE,
-                            f"{endpoint} answered {resp.status}: {message}",
-                            code="embedding_server_error",
-                        )
-            except aiohttp.ClientError as exc:
-                raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {endpoint}: {exc}") from None
+            answer = await _post(session, endpoint, body)
             return np.asarray(answer["data"][0]["embedding"], dtype=np.float32)
 
         yield embed, model
 
 
-async def _served_shape(session: Any, url: str, settings: Settings) -> ModelShape:
-    """The sidecar's own account of its model (``/v1/models``), so dims resolve as it would."""
+@contextlib.asynccontextmanager
+async def _server_reranker(settings: Settings, url: str) -> AsyncIterator[RerankStage]:
+    """The sidecar's reranker (``/v1/rerank``); its id from ``/v1/models``."""
+    endpoint = url.rstrip("/") + "/v1/rerank"
+    async with _session(settings) as session:
+        served = (await _post(session, url.rstrip("/") + "/v1/models")).get("data", [])
+        ids = [m["id"] for m in served if isinstance(m, dict) and m.get("task") == "rerank"]
+        if not ids:
+            raise invalid(f"--rerank: the sidecar at {url} serves no reranker", "rerank")
+
+        async def score(query: str, documents: Sequence[str]) -> np.ndarray:
+            body = {"model": ids[0], "query": query, "documents": list(documents),
+                    "return_documents": False}  # fmt: skip
+            answer = await _post(session, endpoint, body)
+            scores = np.zeros(len(documents), dtype=np.float32)
+            for result in answer["results"]:
+                scores[result["index"]] = result["relevance_score"]
+            return scores
+
+        yield RerankStage(ids[0], score)
+
+
+def _session(settings: Settings) -> Any:
+    import aiohttp  # the CLI may use HTTP; search itself never does
+
+    keys = sorted(api_keys(settings.server))
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    return aiohttp.ClientSession(headers=headers)
+
+
+async def _post(session: Any, url: str, body: dict[str, Any] | None = None) -> Any:
+    """The sidecar's JSON answer (a GET without ``body``); any refusal or failure is
+    UNAVAILABLE with the sidecar's message."""
     import aiohttp
 
     try:
-        async with session.get(url) as resp:
+        async with session.request("GET" if body is None else "POST", url, json=body) as resp:
             answer = await resp.json(content_type=None)
             if resp.status != 200:
+                error = answer.get("error") if isinstance(answer, dict) else None
+                message = error.get("message", answer) if isinstance(error, dict) else answer
                 raise EmbedError(
                     ErrorKind.UNAVAILABLE,
-                    f"{url} answered {resp.status}",
+                    f"{url} answered {resp.status}: {message}",
                     code="embedding_server_error",
                 )
     except aiohttp.ClientError as exc:
         raise EmbedError(ErrorKind.UNAVAILABLE, f"cannot reach {url}: {exc}") from None
-    served = answer["data"][0]
+    return answer
+
+
+async def _served_shape(session: Any, url: str, settings: Settings) -> ModelShape:
+    """The sidecar's own account of its model (``/v1/models``), so dims resolve as it would."""
+    served = (await _post(session, url))["data"][0]
     declared = served.get("matryoshka_dims")
     return ModelShape(
         settings.model.model_id,
@@ -220,7 +268,8 @@ def format_result(result: SearchResult, spec: SearchSpec, explain: bool = False)
         + f"; {result.took_ms:.1f} ms, embedding {result.embed_ms:.1f} ms)"
     ]
     for rank, hit in enumerate(result.hits, start=spec.from_ + 1):
-        legs = "  ".join(_leg_text(name, hit) for name in ("bm25", "knn"))
+        names = ("bm25", "knn", "rerank") if "rerank" in hit.legs else ("bm25", "knn")
+        legs = "  ".join(_leg_text(name, hit) for name in names)
         lines.append(f"{rank:>3}. {hit.score:<10.5g} {hit.id}  [{legs}]")
         snippet = _snippet(hit.source)
         if snippet:
@@ -241,9 +290,11 @@ def _leg_text(name: str, hit: Hit) -> str:
 def explain_hit(hit: Hit, spec: SearchSpec) -> list[str]:
     """How this hit's score was made, leg by leg, in the terms of the fusion formula."""
     if spec.mode != "hybrid":
-        return [f"{spec.mode} score {hit.score:.6g} (Elasticsearch's own)"]
+        return [f"{spec.mode} score {hit.score:.6g} (Elasticsearch's own)", *_rerank_line(hit)]
     if spec.fusion.startswith("native_"):
-        return [f"score {hit.score:.6g} from Elasticsearch's {spec.fusion[7:]} retriever"]
+        retriever = spec.fusion.removeprefix("native_")
+        own = f"score {hit.score:.6g} from Elasticsearch's {retriever} retriever"
+        return [own, *_rerank_line(hit)]
     out = []
     for name in ("bm25", "knn"):
         leg = hit.legs.get(name)
@@ -270,7 +321,14 @@ def explain_hit(hit: Hit, spec: SearchSpec) -> list[str]:
         else:
             out.append(f"{name}: boosted score {part:.6g}")
     out.append(f"total {hit.score:.6g}")
-    return out
+    return out + _rerank_line(hit)
+
+
+def _rerank_line(hit: Hit) -> list[str]:
+    leg = hit.legs.get("rerank")
+    if leg is None:
+        return []
+    return [f"then reranked: rank {leg.rank} by the reranker's score {leg.score:.6g}"]
 
 
 def _snippet(source: Any) -> str:

@@ -1,7 +1,8 @@
 """``es-embed status --config FILE [--index NAME] [--json]``: where each feed stands.
 
-Per configured index and shard: the stored checkpoint and the lag (global checkpoint minus
-checkpoint, in operations); then the documents on record as failed, with their reasons.
+Per configured index and shard: the stored checkpoint, the lag (global checkpoint minus
+checkpoint, in operations), the replica holding its lease and how long ago that lease was
+renewed; then the documents on record as failed, with their reasons.
 Read-only: it creates nothing, needs no model, and works while ``serve`` runs.
 """
 
@@ -18,12 +19,14 @@ from elasticsearch import AsyncElasticsearch
 from es_embed.cli.runtime import add_config_options, es_client, run_with_settings
 from es_embed.config import ConfigError, Settings
 from es_embed.follow.follower import shard_positions
+from es_embed.follow.leases import read_leases
 from es_embed.follow.state import FailedDocument, read_checkpoints, read_failures
 
 SUMMARY = "checkpoint and lag of every followed shard, and the failed documents"
 DESCRIPTION = (
-    "Print, per configured index and shard, the stored checkpoint and the lag behind the "
-    "global checkpoint, then the documents the follower could not embed (retry them with "
+    "Print, per configured index and shard, the stored checkpoint, the lag behind the "
+    "global checkpoint and the replica holding its lease (with the lease's age), then the "
+    "documents the follower could not embed (retry them with "
     "`es-embed backfill --retry-failed`)."
 )
 
@@ -46,6 +49,8 @@ class ShardRow:
     shard: int
     checkpoint: int
     global_checkpoint: int
+    owner: str | None = None  # the replica whose lease is live; None: nobody follows it now
+    lease_age: float | None = None  # seconds since the lease was last renewed
 
     @property
     def lag(self) -> int:
@@ -69,10 +74,20 @@ async def shard_rows(es: AsyncElasticsearch, state: str, name: str) -> list[Shar
     positions = await shard_positions(es, name)
     if not positions:
         return [ShardRow(name, "", 0, -1, -1)]
-    stored = await read_checkpoints(es, state, [(p.uuid, p.shard) for p in positions])
+    keys = [(p.uuid, p.shard) for p in positions]
+    stored = await read_checkpoints(es, state, keys)
+    leases = await read_leases(es, state, keys)
     return [
-        ShardRow(name, p.index, p.shard, stored[(p.uuid, p.shard)], p.global_checkpoint)
-        for p in positions
+        ShardRow(
+            name,
+            p.index,
+            p.shard,
+            stored[key],
+            p.global_checkpoint,
+            leases[key].owner,
+            leases[key].age,
+        )  # fmt: skip
+        for p, key in zip(positions, keys, strict=True)
     ]
 
 
@@ -95,11 +110,19 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]
 
 def render(rows: list[ShardRow], failed: list[FailedDocument]) -> list[str]:
     shards = [
-        (_where(r.name, r.index), str(r.shard), str(r.checkpoint), str(r.lag))
+        (
+            _where(r.name, r.index),
+            str(r.shard),
+            str(r.checkpoint),
+            str(r.lag),
+            r.owner or "-",
+            "-" if r.lease_age is None else f"{r.lease_age:.1f}s",
+        )  # fmt: skip
         for r in rows
         if r.index
     ]
-    lines = table(("INDEX", "SHARD", "CHECKPOINT", "LAG"), shards) if shards else []
+    header = ("INDEX", "SHARD", "CHECKPOINT", "LAG", "OWNER", "LEASE AGE")
+    lines = table(header, shards) if shards else []
     lines += [f"{r.name}: no such index, alias or data stream (yet)" for r in rows if not r.index]
     if not failed:
         return [*lines, "", "no failed documents"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -31,6 +32,27 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.initial
+
+
+class Patience:
+    """How long a one-shot run (backfill) waits out failures in a row before it lets the
+    last one through; ``give_up`` None waits forever, as ``serve`` must."""
+
+    def __init__(self, give_up: float | None) -> None:
+        self._give_up = give_up
+        self._since: float | None = None
+
+    def reset(self) -> None:
+        self._since = None
+
+    def delay(self, wanted: float) -> float | None:
+        """The wait before the next try, or None when it is time to give up."""
+        if self._give_up is None:
+            return wanted
+        now = time.monotonic()
+        self._since = self._since if self._since is not None else now
+        left = self._give_up - (now - self._since)
+        return min(wanted, left) if left > 0 else None
 
 
 def is_transient(exc: BaseException) -> bool:

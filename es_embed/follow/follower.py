@@ -19,50 +19,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+from elasticsearch import AsyncElasticsearch
 
 from es_embed.config import FollowSettings, Settings
-from es_embed.elastic.retry import Backoff, is_transient
+from es_embed.elastic.retry import Backoff, Patience, is_transient
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow.feed import IndexGone, Progress, ShardFeed
+from es_embed.follow.leases import FencedCheckpoints, LeaseLost, ShardKey, ShardLeases
+from es_embed.follow.positions import ShardPosition, shard_positions
 from es_embed.follow.state import CheckpointStore, count_failures
 from es_embed.indices.resolve import IndexTarget, resolve_all
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-STATS_FILTER = [
-    "indices.*.uuid",
-    "indices.*.shards.*.routing.primary",
-    "indices.*.shards.*.seq_no.global_checkpoint",
-]
-
-
-@dataclass(frozen=True)
-class ShardPosition:
-    index: str  # concrete index
-    uuid: str
-    shard: int
-    global_checkpoint: int
-
-
-async def shard_positions(es: AsyncElasticsearch, name: str) -> list[ShardPosition]:
-    """Every primary shard behind ``name``; [] when nothing by that name exists (yet)."""
-    try:
-        resp = await es.indices.stats(
-            index=name, metric="docs", level="shards", filter_path=STATS_FILTER
-        )
-    except NotFoundError:
-        return []
-    out = []
-    for index, stats in (resp.get("indices") or {}).items():
-        for shard, copies in (stats.get("shards") or {}).items():
-            for copy in copies:
-                if copy.get("routing", {}).get("primary"):
-                    gcp = int(copy.get("seq_no", {}).get("global_checkpoint", -1))
-                    out.append(ShardPosition(index, stats["uuid"], int(shard), gcp))
-    return sorted(out, key=lambda p: (p.index, p.shard))
 
 
 @dataclass
@@ -76,27 +46,6 @@ class _Runner:
 def _log_failure(what: str, exc: BaseException, delay: float) -> None:
     level = logging.WARNING if is_transient(exc) else logging.ERROR
     log.log(level, "%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
-
-
-class _Patience:
-    """How long a one-shot run (backfill) waits out failures in a row before it lets the
-    last one through; ``give_up`` None waits forever, as ``serve`` must."""
-
-    def __init__(self, give_up: float | None) -> None:
-        self._give_up = give_up
-        self._since: float | None = None
-
-    def reset(self) -> None:
-        self._since = None
-
-    def delay(self, wanted: float) -> float | None:
-        """The wait before the next try, or None when it is time to give up."""
-        if self._give_up is None:
-            return wanted
-        now = time.monotonic()
-        self._since = self._since if self._since is not None else now
-        left = self._give_up - (now - self._since)
-        return min(wanted, left) if left > 0 else None
 
 
 class Follower:
@@ -116,6 +65,10 @@ class Follower:
         self.target = target
         self.progress = Progress()
         self._store = CheckpointStore(es, follow.state_index)
+        self._leases = ShardLeases(es, follow, target.name)
+        self._fenced = FencedCheckpoints(es, self._leases, follow.state_index)
+        self._lease_keys: set[ShardKey] = set()  # the shards seen by the last lease round
+        self._next_round = 0.0
         self._runners: dict[tuple[str, int], _Runner] = {}
         self._stopping = asyncio.Event()
         self._metrics(registry)
@@ -134,6 +87,12 @@ class Follower:
             "es_embed_follow_lag_operations",
             "Operations between checkpoint and global checkpoint.",
             ("index", "shard"),
+        )
+        self._m_owned = r.gauge(
+            "es_embed_follow_shards_owned",
+            "Shards whose lease this replica holds.",
+            ("index",),
+            known=[(self.target.name,)],
         )
         self._m_failed = r.gauge(
             "es_embed_follow_failed_documents",
@@ -177,7 +136,7 @@ class Follower:
         self, what: str, call: Callable[[], Awaitable[T]], give_up: float | None = None
     ) -> T:
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
-        patience = _Patience(give_up)
+        patience = Patience(give_up)
         while True:
             try:
                 return await call()
@@ -195,12 +154,12 @@ class Follower:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _feed(self, pos: ShardPosition) -> ShardFeed:
+    def _feed(self, pos: ShardPosition, store: CheckpointStore) -> ShardFeed:
         return ShardFeed(
             self._es,
             self._service,
             self.target,
-            self._store,
+            store,
             index=pos.index,
             uuid=pos.uuid,
             shard=pos.shard,
@@ -217,8 +176,11 @@ class Follower:
         """Follow until stop(); Elasticsearch or model outages are waited out with backoff."""
         name = self.target.name
         await self._retrying("creating the state index", self._ensure_state)
-        log.info("following %s (%s, %d dims)", name, self.target.vector_field, self.target.dims)
+        t = self.target
+        log.info("following %s (%s, %d dims) as replica %s",
+                 name, t.vector_field, t.dims, self._leases.replica)  # fmt: skip
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
+        lease_backoff = Backoff(self._follow.poll_interval, self._leases.round_seconds)
         while not self._stopping.is_set():
             try:
                 positions = await shard_positions(self._es, name)
@@ -228,19 +190,47 @@ class Follower:
                 await self._sleep(delay)
                 continue
             backoff.reset()
+            await self._lease_round(positions, lease_backoff)
             await self._dispatch(positions)
             self._report()
             await self._report_failures()
             await self._sleep(self._follow.poll_interval)
+
+    async def _lease_round(self, positions: list[ShardPosition], backoff: Backoff) -> None:
+        """Renew, claim and hand back leases: every round, and at once when shards appear."""
+        keys = {(p.uuid, p.shard) for p in positions}
+        if time.monotonic() < self._next_round and keys <= self._lease_keys:
+            return
+        try:
+            await self._leases.round(positions, self._stop_shard)
+        except Exception as exc:
+            delay = backoff.next()
+            _log_failure(f"renewing the shard leases of {self.target.name}", exc, delay)
+            self._next_round = time.monotonic() + delay
+        else:
+            backoff.reset()
+            self._lease_keys = keys
+            self._next_round = time.monotonic() + self._leases.round_seconds
+        self._m_owned.labels(index=self.target.name).set(len(self._leases.held))
+
+    async def _stop_shard(self, key: ShardKey) -> None:
+        """End a shard's feed at once: its lease is lost, lapsed or being handed back."""
+        runner = self._runners.pop(key, None)
+        if runner is not None:
+            await self._cancel(runner)
+            with contextlib.suppress(Exception):  # LeaseLost: the owner resumes from the last
+                await runner.feed.save()
 
     async def _dispatch(self, positions: list[ShardPosition]) -> None:
         seen = set()
         for pos in positions:
             key = (pos.uuid, pos.shard)
             seen.add(key)
+            if key not in self._leases.held:
+                continue  # another replica's (a lost lease's feed is stopped by _stop_shard)
             runner = self._runners.get(key)
             if runner is None:
-                runner = self._runners[key] = _Runner(self._feed(pos))
+                runner = self._runners[key] = _Runner(self._feed(pos, self._fenced))
                 runner.task = asyncio.create_task(
                     self._run_shard(runner), name=f"es-embed-follow-{pos.index}-{pos.shard}"
                 )
@@ -253,6 +243,7 @@ class Follower:
             log.info("%s shard %d is gone (index deleted or left %s); dropping its feed",
                      runner.feed.index, runner.feed.shard, self.target.name)  # fmt: skip
             await self._cancel(runner)
+            self._leases.forget(key)
             with contextlib.suppress(Exception):
                 await self._store.forget(runner.feed.uuid, runner.feed.shard + 1)
 
@@ -272,6 +263,11 @@ class Follower:
                 backoff.reset()
             except IndexGone:
                 return  # the supervisor notices on its next poll
+            except LeaseLost:
+                log.warning("replica %s lost %s shard %d; stopping its feed",
+                            self._leases.replica, feed.index, feed.shard)  # fmt: skip
+                self._runners.pop((feed.uuid, feed.shard), None)
+                return
             except Exception as exc:
                 # Checkpoint unchanged: the next attempt re-reads from the last written page.
                 delay = backoff.next()
@@ -292,6 +288,9 @@ class Follower:
             await self._cancel(runner)
             with contextlib.suppress(Exception):
                 await runner.feed.save()
+        with contextlib.suppress(Exception):  # else the leases lapse by themselves
+            await self._leases.leave()
+        self._m_owned.labels(index=self.target.name).set(len(self._leases.held))
         self._report()
 
     # ---- backfill: up to now, then return ------------------------------------------------
@@ -309,7 +308,7 @@ class Follower:
         )
         runners = []
         for pos in positions:
-            runner = _Runner(self._feed(pos), pos.global_checkpoint)
+            runner = _Runner(self._feed(pos, self._store), pos.global_checkpoint)
             # Registered for stop() and checkpoints, unless run() already follows that shard.
             self._runners.setdefault((pos.uuid, pos.shard), runner)
             await self._retrying(
@@ -332,7 +331,7 @@ class Follower:
     async def _catch_up_to(self, runner: _Runner, give_up: float | None) -> None:
         feed = runner.feed
         backoff = Backoff(self._follow.poll_interval, self._follow.max_backoff)
-        patience = _Patience(give_up)
+        patience = Patience(give_up)
         while runner.target > feed.checkpoint and not self._stopping.is_set():
             before = feed.checkpoint
             try:

@@ -39,7 +39,7 @@ REPAIR_ATTEMPTS = 5  # rounds of "create / rebuild" when several writers race on
 COPY_LIMIT = 10_000  # state documents carried over when a loose state index is rebuilt
 
 PROPERTIES: dict[str, Any] = {
-    "kind": {"type": "keyword"},  # checkpoint | failed (absent on checkpoints before 0.2)
+    "kind": {"type": "keyword"},  # checkpoint | failed | replica (absent on old checkpoints)
     "name": {"type": "keyword"},  # the configured index, alias or data stream
     "index": {"type": "keyword"},  # the concrete index
     "uuid": {"type": "keyword"},
@@ -51,6 +51,11 @@ PROPERTIES: dict[str, Any] = {
     "seq_no": {"type": "long"},
     "reason": {"type": "text", "index": False},
     "failed_at": {"type": "date"},
+    # Shard leases (follow/leases.py): a checkpoint document is also its shard's lease, and
+    # each replica keeps a heartbeat (kind "replica") per followed index.
+    "owner": {"type": "keyword"},  # the replica holding the lease; null when handed back
+    "expires_at": {"type": "date", "format": "epoch_millis"},
+    "renewed_at": {"type": "date", "format": "epoch_millis"},
 }
 STATE_INDEX_BODY: dict[str, Any] = {
     "settings": {"number_of_shards": 1, "auto_expand_replicas": "0-1"},

@@ -13,7 +13,7 @@ larger ``k`` may order its top differently, and a page must not depend on ``from
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from es_embed.indices.resolve import IndexTarget
@@ -241,33 +241,55 @@ class Plan:
     requests: tuple[LegRequest, ...]
     fuse: bool  # True: the legs run in one _msearch and are fused client-side
     named_scores: bool = False  # sum: read per-leg scores from matched_queries
+    rerank: int | None = None  # then the sidecar reranks the top N of the ranked list
+    text_fields: tuple[str, ...] = ()  # what the reranker reads of each hit's _source
+    text_in_source: bool = True  # False: the source filter may leave the text out
+
+    @property
+    def pages_here(self) -> bool:
+        """The requests fetch the window from offset 0 and the sidecar takes the page."""
+        return self.fuse or self.rerank is not None
 
 
 def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) -> Plan:
     """The bodies for ``spec`` on index ``conf``; ``vector`` is needed by all but bm25."""
+    p = _ranking_plan(spec, conf, vector)
+    if spec.rerank is None:
+        return p
+    return replace(
+        p,
+        rerank=spec.rerank,
+        text_fields=conf.text_fields,
+        # Only the default filters (everything but the vector and _embed) surely hold the text.
+        text_in_source=spec.source is None or spec.source is True,
+    )
+
+
+def _ranking_plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) -> Plan:
     source = source_filter(spec.source, conf.vector_field)
     common: dict[str, Any] = {"filters": spec.filter, "source": source}
+    # A reranked single search fetches the whole window, as a hybrid leg does: the page is
+    # taken from the reranked list, so page 2 never reranks page 1.
+    size, from_ = (spec.window, 0) if spec.rerank is not None else (spec.k, spec.from_)
     if spec.mode == "bm25":
-        body = bm25_body(spec.query, conf.text_fields, size=spec.k, from_=spec.from_, **common)
+        body = bm25_body(spec.query, conf.text_fields, size=size, from_=from_, **common)
         return Plan(spec.index, (LegRequest("bm25", body),), fuse=False)
     if vector is None:
         raise ValueError(f"mode {spec.mode} needs a query vector")
     knn_args: dict[str, Any] = {"k": spec.window, "num_candidates": spec.num_candidates}
     if spec.mode == "knn":
-        body = knn_body(
-            vector, conf.vector_field, size=spec.k, from_=spec.from_, **knn_args, **common
-        )
+        body = knn_body(vector, conf.vector_field, size=size, from_=from_, **knn_args, **common)
         return Plan(spec.index, (LegRequest("knn", body),), fuse=False)
     if spec.fusion == "sum":
         body = sum_body(
-            spec.query, vector, conf, size=spec.k, from_=spec.from_,
+            spec.query, vector, conf, size=size, from_=from_,
             weights=spec.weights, **knn_args, **common,
         )  # fmt: skip
         return Plan(spec.index, (LegRequest("sum", body),), fuse=False, named_scores=True)
     if spec.fusion in ("native_rrf", "native_linear"):
         body = native_body(
             spec.fusion.removeprefix("native_"), spec.query, vector, conf,
-            window=spec.window, size=spec.k, from_=spec.from_, weights=spec.weights,
+            window=spec.window, size=size, from_=from_, weights=spec.weights,
             rank_constant=spec.rank_constant, num_candidates=spec.num_candidates, **common,
         )  # fmt: skip
         return Plan(spec.index, (LegRequest("native", body),), fuse=False)
@@ -278,6 +300,26 @@ def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) ->
         ),
     )
     return Plan(spec.index, legs, fuse=True)
+
+
+def text_body(keys: Sequence[tuple[str, str]], text_fields: Sequence[str]) -> Body:
+    """The text fields of exactly these ``(_index, _id)`` hits, read from ``_source``.
+
+    By ``_id`` within each concrete index (one alias may hold the same ``_id`` twice); a
+    search rather than ``_mget``, so custom routing needs no knowing.
+    """
+    by_index: dict[str, list[str]] = {}
+    for index, doc_id in keys:
+        by_index.setdefault(index, []).append(doc_id)
+    per_index = [
+        {"bool": {"filter": [{"term": {"_index": index}}, {"ids": {"values": ids}}]}}
+        for index, ids in by_index.items()
+    ]
+    return {
+        "query": {"bool": {"should": per_index, "minimum_should_match": 1}},
+        "size": len(keys),
+        "_source": list(text_fields),
+    }
 
 
 def msearch_lines(p: Plan) -> list[Body]:

@@ -20,7 +20,8 @@ from es_embed.search.spec import SearchSpec
 _VECTOR = "\x00query_vector\x00"
 
 
-def render(p: Plan, spec: SearchSpec) -> str:
+def render(p: Plan, spec: SearchSpec, reranker: str | None = None) -> str:
+    """``reranker``: the model that reranks, named when the plan has a rerank stage."""
     out = [f"# es-embed search {json.dumps(spec.query, ensure_ascii=False)}", *_explain(p, spec)]
     for leg in p.requests:
         out.append(f"# {leg.name}")
@@ -28,7 +29,27 @@ def render(p: Plan, spec: SearchSpec) -> str:
         out.append(f"GET {p.index}/_search{params}")
         out.append(body_text(leg.body))
         out.append("")
+    out.extend(_sidecar_part(p, spec, reranker))
     return "\n".join(out)
+
+
+def _sidecar_part(p: Plan, spec: SearchSpec, reranker: str | None) -> list[str]:
+    """What no Dev Tools request can do: the rerank stage, run in the sidecar."""
+    if p.rerank is None:
+        return []
+    fields = ", ".join(p.text_fields)
+    lines = [
+        f"# then reranked in the sidecar: top {p.rerank} by {reranker or 'the reranker'}",
+        f"# (each hit's text: {fields} from _source, joined by newlines; best first, ties and",
+        f"# hits after the first {p.rerank} keep their order), and the page is "
+        f"hits [{spec.from_}, {spec.from_ + spec.k}).",
+    ]
+    if not p.text_in_source:
+        lines.append(
+            "# The source filter may leave the text out, so the sidecar reads it with one more "
+            "search: the top hits by _id, _source = the text fields."
+        )
+    return lines
 
 
 def body_text(body: dict[str, Any]) -> str:
@@ -66,6 +87,8 @@ def _vector_text(values: list[float]) -> str:
 
 def _explain(p: Plan, spec: SearchSpec) -> list[str]:
     page = f"hits [{spec.from_}, {spec.from_ + spec.k})"
+    if p.rerank is not None:  # the page is taken after the rerank (below)
+        page = "the whole list" if p.fuse else f"hits [0, {spec.window})"
     if not p.fuse:
         if p.named_scores:
             w = spec.weights

@@ -18,10 +18,11 @@ from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import IndexTarget
-from es_embed.search import fusion
-from es_embed.search.builders import Plan, msearch_lines, plan
-from es_embed.search.fusion import Hit, LegHit, LegScore
+from es_embed.search import fusion, rerank
+from es_embed.search.builders import Plan, msearch_lines, plan, text_body
+from es_embed.search.fusion import Hit, Key, LegHit, LegScore
 from es_embed.search.refusal import error_from, foreign, reason, unreachable, withheld
+from es_embed.search.rerank import RerankStage
 from es_embed.search.spec import SearchSpec
 
 # (text, dims or None for the model's) -> unit vector; e.g. EmbeddingService.embed_query
@@ -38,13 +39,17 @@ class SearchResult:
     took_ms: float  # the whole search: embedding, Elasticsearch round trip, fusion
     embed_ms: float  # the query embedding alone (0 for bm25)
     plan: Plan
+    rerank_ms: float | None = None  # the rerank stage (text fetch included); None: no rerank
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        answer = {
             "hits": [h.to_json() for h in self.hits],
             "took_ms": round(self.took_ms, 3),
             "embed_ms": round(self.embed_ms, 3),
         }
+        if self.rerank_ms is not None:
+            answer["rerank_ms"] = round(self.rerank_ms, 3)
+        return answer
 
 
 class Searcher:
@@ -53,7 +58,8 @@ class Searcher:
     ``es`` runs the searches: ideally a client whose API key may only read the configured
     indices, so Elasticsearch itself holds the boundary. ``meta_es`` (default ``es``) reads
     the licence for native fusion, which such a key may not. ``allow_scripts`` is the
-    ``search.allow_scripts`` setting, for the front ends that parse requests.
+    ``search.allow_scripts`` setting, for the front ends that parse requests. ``rerank``
+    (None: no reranker here) rescores the top of the ranked list when a search asks.
     """
 
     def __init__(
@@ -64,8 +70,10 @@ class Searcher:
         *,
         meta_es: AsyncElasticsearch | None = None,
         allow_scripts: bool = False,
+        rerank: RerankStage | None = None,
     ) -> None:
         self._es = es
+        self.reranker = rerank
         self._meta_es = meta_es or es
         self._embed_query = embed_query
         self._indices = {conf.name: conf for conf in indices}
@@ -87,6 +95,14 @@ class Searcher:
     async def prepare(self, spec: SearchSpec) -> tuple[Plan, float]:
         """Embed the query if the mode needs it and build the plan; returns (plan, embed ms)."""
         conf = self.index_settings(spec.index)
+        if spec.rerank is not None and self.reranker is None:
+            raise EmbedError(
+                ErrorKind.UNPROCESSABLE,
+                "rerank needs a reranker, and none is configured on this server "
+                "(set reranker.name)",
+                param="rerank",
+                code="reranker_not_configured",
+            )
         vector: list[float] | None = None
         embed_ms = 0.0
         if spec.needs_vector:
@@ -105,21 +121,36 @@ class Searcher:
     async def search(self, spec: SearchSpec) -> SearchResult:
         start = time.perf_counter()
         p, embed_ms = await self.prepare(spec)
-        hits = await self.run(p, spec)
-        return SearchResult(hits, (time.perf_counter() - start) * 1000, embed_ms, p)
+        hits, rerank_ms = await self._answer(p, spec)
+        return SearchResult(hits, (time.perf_counter() - start) * 1000, embed_ms, p, rerank_ms)
 
     async def run(self, p: Plan, spec: SearchSpec) -> list[Hit]:
+        """The page of hits that ``p`` answers (reranked when it says so)."""
+        hits, _ = await self._answer(p, spec)
+        return hits
+
+    async def _answer(self, p: Plan, spec: SearchSpec) -> tuple[list[Hit], float | None]:
+        """The page, and the rerank stage's milliseconds (None when there is none)."""
+        hits = await self.ranked(p, spec)
+        rerank_ms = None
+        if p.rerank is not None:
+            start = time.perf_counter()
+            hits = await self._reranked(hits, p, spec)
+            rerank_ms = (time.perf_counter() - start) * 1000
+        return (fusion.page(hits, spec.from_, spec.k) if p.pages_here else hits), rerank_ms
+
+    async def ranked(self, p: Plan, spec: SearchSpec) -> list[Hit]:
+        """Elasticsearch's part: the fused window, or one search's hits (a page unless the
+        plan ``pages_here``)."""
         if p.fuse:
             legs = await self._msearch(p, spec)
             if spec.fusion == "auto":
-                fused = fusion.auto(
+                return fusion.auto(
                     legs, weights=spec.weights, zero=self._zero(spec.index), window=spec.window
                 )
-            elif spec.fusion == "linear":
-                fused = fusion.linear(legs, weights=spec.weights, window=spec.window)
-            else:
-                fused = fusion.rrf(legs, rank_constant=spec.rank_constant, window=spec.window)
-            return fusion.page(fused, spec.from_, spec.k)
+            if spec.fusion == "linear":
+                return fusion.linear(legs, weights=spec.weights, window=spec.window)
+            return fusion.rrf(legs, rank_constant=spec.rank_constant, window=spec.window)
         (leg,) = p.requests
         try:
             resp = await self._es.search(
@@ -133,12 +164,35 @@ class Searcher:
             raise unreachable(exc) from None
         raw_hits = resp["hits"]["hits"]
         if leg.name in ("bm25", "knn"):
-            return fusion.single(leg.name, _leg_hits(raw_hits), offset=spec.from_)
+            offset = 0 if p.pages_here else spec.from_
+            return fusion.single(leg.name, _leg_hits(raw_hits), offset=offset)
         return [_scored_hit(h, named=p.named_scores) for h in raw_hits]
 
     def _zero(self, index: str) -> dict[str, float]:
         """Each leg's score for a document with no evidence (auto fusion measures from it)."""
         return {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[self.index_settings(index).similarity]}
+
+    async def _reranked(self, hits: list[Hit], p: Plan, spec: SearchSpec) -> list[Hit]:
+        """The sidecar's part: the top ``p.rerank`` hits by the reranker's scores."""
+        if self.reranker is None or p.rerank is None:
+            raise AssertionError("prepare() refuses rerank without a reranker")
+        top = hits[: p.rerank]
+        if not top:
+            return hits
+        sources = None if p.text_in_source else await self._texts(top, p, spec)
+        scores = await self.reranker.score(spec.query, rerank.texts(top, p.text_fields, sources))
+        return rerank.reorder(hits, scores)
+
+    async def _texts(self, top: list[Hit], p: Plan, spec: SearchSpec) -> dict[Key, Any]:
+        """The text fields of ``top`` when the caller's source filter left them out."""
+        body = text_body([(h.index, h.id) for h in top], p.text_fields)
+        try:
+            resp = await self._es.search(index=p.index, body=body)
+        except ApiError as exc:
+            raise await self._refusal(exc.meta.status, exc.body, "rerank", spec) from None
+        except TransportError as exc:
+            raise unreachable(exc) from None
+        return {(h["_index"], h["_id"]): h.get("_source") for h in resp["hits"]["hits"]}
 
     async def _msearch(self, p: Plan, spec: SearchSpec) -> dict[str, list[LegHit]]:
         try:

@@ -54,6 +54,7 @@ class SearchSpec:
     window: int = DEFAULT_WINDOW  # hits per leg that are fused; pages come from inside it
     rank_constant: int = DEFAULT_RANK_CONSTANT
     num_candidates: int | None = None  # None: max(100, 2 * the knn leg's k)
+    rerank: int | None = None  # rerank the ranked list's top N in the sidecar (None: no)
 
     def __post_init__(self) -> None:
         _check_int(self.window, "window", 1, MAX_WINDOW)
@@ -68,6 +69,9 @@ class SearchSpec:
         _check_int(self.rank_constant, "rank_constant", 1, MAX_RANK_CONSTANT)
         if self.num_candidates is not None:
             _check_int(self.num_candidates, "num_candidates", self.window, MAX_NUM_CANDIDATES)
+        if self.rerank is not None:
+            # The reranked list is the fused window (or a single leg's first window hits).
+            _check_int(self.rerank, "rerank.window", 1, self.window)
 
     @property
     def needs_vector(self) -> bool:
@@ -81,7 +85,7 @@ class SearchSpec:
 
 _KNOWN = (
     "index", "query", "mode", "fusion", "k", "from", "filter", "weights", "source",
-    "window", "rank_constant", "num_candidates",
+    "window", "rank_constant", "num_candidates", "rerank",
 )  # fmt: skip
 
 
@@ -120,7 +124,23 @@ def spec_from_json(raw: Any, *, allow_scripts: bool = False) -> SearchSpec:
         window=_int(raw.get("window", DEFAULT_WINDOW), "window"),
         rank_constant=_int(raw.get("rank_constant", DEFAULT_RANK_CONSTANT), "rank_constant"),
         num_candidates=None if num_candidates is None else _int(num_candidates, "num_candidates"),
+        rerank=parse_rerank(raw.get("rerank")),
     )
+
+
+def parse_rerank(value: Any, param: str = "rerank") -> int | None:
+    """``{"window": N}``: how many of the ranked list's first hits the reranker rescores."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise invalid(f'{param} must be an object like {{"window": 50}}', param)
+    for key in value:
+        if key != "window":
+            where = f"{param}.{key}"
+            raise invalid(f"{where}: unknown field; rerank has one field, window", where)
+    if "window" not in value:
+        raise invalid(f"{param}.window is required: how many top hits to rerank", f"{param}.window")
+    return _int(value["window"], f"{param}.window")
 
 
 def parse_filter(

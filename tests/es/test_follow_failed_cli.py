@@ -152,8 +152,9 @@ def test_backfill_finishes_past_failed_documents_and_status_lists_them(
     code, out, err = run(["status", "--config", str(case.config)], capsys)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["INDEX", "SHARD", "CHECKPOINT", "LAG"]
-    checkpoint, lag = (int(v) for v in lines[1].split()[2:])
+    assert lines[0].split() == ["INDEX", "SHARD", "CHECKPOINT", "LAG", "OWNER", "LEASE", "AGE"]
+    checkpoint, lag = (int(v) for v in lines[1].split()[2:4])
+    assert lines[1].split()[4:] == ["-", "-"]  # backfill takes no lease
     assert lines[1].split()[:2] == [case.index, "0"]
     assert checkpoint >= last_good  # past both failed documents
     assert lag == case.global_checkpoint() - checkpoint  # our own write-backs since

@@ -102,6 +102,7 @@ async def stored_checkpoints(
     return {
         (h["_source"]["uuid"], int(h["_source"]["shard"])): int(h["_source"]["checkpoint"])
         for h in resp["hits"]["hits"]
+        if "checkpoint" in h["_source"]  # not a replica's heartbeat
     }
 
 

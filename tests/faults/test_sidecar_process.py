@@ -47,9 +47,11 @@ async def prepared(
 ) -> tuple[Sidecar, str, str]:
     index, state = f"fault-{uuid.uuid4().hex[:8]}", f"fault-state-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "es-embed.yaml"
+    # One replica name across restarts: the restarted sidecar takes its own shard leases back
+    # at once instead of waiting for them to lapse (follow.lease_seconds).
     raw = sidecar_config(
         config, model_dir=tiny_qwen_dir, es_url=es_url, index=index, state_index=state,
-        follow={"page_size": PAGE}, **conf,
+        follow={"page_size": PAGE, "replica_id": "fault-sidecar"}, **conf,
     )  # fmt: skip
     await Setup(es, settings_from_dict(raw), ANY_SHAPE).run()
     sidecar = Sidecar(config, raw["server"]["port"], tmp_path / "sidecar.log")

@@ -63,7 +63,10 @@ async def auto_create_refused(es: AsyncElasticsearch, name: str) -> AsyncIterato
 async def test_a_state_index_deleted_while_running_comes_back_strict(
     es_url: str, auto_create: bool, restart: bool
 ) -> None:
-    async with fs.followed_index(es_url, follow={"page_size": 4}) as env:
+    # A short lease: the lease lives in the checkpoint document, so losing the state index
+    # also loses the lease, and the follower claims its shard back on its next lease round.
+    follow = {"page_size": 4, "lease_seconds": 3}
+    async with fs.followed_index(es_url, follow=follow) as env:
         guard = contextlib.nullcontext() if auto_create else auto_create_refused(env.es, env.state)
         async with guard:
             first = env.follower()
@@ -97,7 +100,9 @@ async def lose_the_state_index(env: Env, follower: Follower) -> None:
     await env.es.indices.delete(index=env.state)
     # The next checkpoint write finds it gone (or, by default, creates it loose).
     await env.es.bulk(operations=docs_ops(env.index, range(10, 20)))
-    await fs.wait_until(lambda: fs.only_failed_left(env, "poison"), what="after the loss")
+    await fs.wait_until(
+        lambda: fs.only_failed_left(env, "poison"), timeout=20, what="after the loss"
+    )
     await fs.wait_until(checkpoint_stored, what="the checkpoint stored again")
 
 

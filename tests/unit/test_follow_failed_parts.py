@@ -87,7 +87,7 @@ def test_failures_query_filters_on_kind_and_the_given_terms() -> None:
 
 
 ROWS = [
-    ShardRow("docs", "docs", 0, 41, 44),
+    ShardRow("docs", "docs", 0, 41, 44, "host-a:17", 3.25),
     ShardRow("logs", "logs-000002", 1, -1, 9),
     ShardRow("later", "", 0, -1, -1),
 ]
@@ -101,9 +101,9 @@ FAILED_DOCS = [
 
 def test_status_table() -> None:
     assert render(ROWS, FAILED_DOCS) == [
-        "INDEX               SHARD  CHECKPOINT  LAG",
-        "docs                0      41          3",
-        "logs (logs-000002)  1      -1          10",
+        "INDEX               SHARD  CHECKPOINT  LAG  OWNER      LEASE AGE",
+        "docs                0      41          3    host-a:17  3.2s",
+        "logs (logs-000002)  1      -1          10   -          -",
         "later: no such index, alias or data stream (yet)",
         "",
         "2 failed documents:",
@@ -122,7 +122,9 @@ def test_status_table() -> None:
 def test_status_json() -> None:
     got = report(ROWS, FAILED_DOCS[:1])
     assert got["shards"][1] == {"name": "logs", "index": "logs-000002", "shard": 1,
-                                "checkpoint": -1, "global_checkpoint": 9, "lag": 10}  # fmt: skip
+                                "checkpoint": -1, "global_checkpoint": 9, "lag": 10,
+                                "owner": None, "lease_age": None}  # fmt: skip
+    assert (got["shards"][0]["owner"], got["shards"][0]["lease_age"]) == ("host-a:17", 3.25)
     assert got["missing"] == ["later"]
     assert got["failed"] == [
         {

@@ -12,6 +12,7 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 
 from es_embed.config import BatchSettings, ModelSettings, settings_from_dict
+from es_embed.elastic import retry as retry_module
 from es_embed.embed.service import EmbeddingService
 from es_embed.follow import follower as follower_module
 from es_embed.follow.follower import Follower
@@ -60,8 +61,8 @@ async def test_without_a_limit_it_keeps_retrying(unreachable: Follower) -> None:
 
 def test_patience_counts_failures_in_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(follower_module.time, "monotonic", lambda: now[0])
-    patience = follower_module._Patience(10.0)
+    monkeypatch.setattr(retry_module.time, "monotonic", lambda: now[0])
+    patience = retry_module.Patience(10.0)
     assert patience.delay(3.0) == 3.0  # the first failure starts the clock
     now[0] = 108.0
     assert patience.delay(3.0) == 2.0  # cut to what is left
@@ -69,4 +70,4 @@ def test_patience_counts_failures_in_a_row(monkeypatch: pytest.MonkeyPatch) -> N
     assert patience.delay(3.0) is None  # out of patience: the caller raises
     patience.reset()  # progress was made: a new run of failures starts from zero
     assert patience.delay(3.0) == 3.0
-    assert follower_module._Patience(None).delay(30.0) == 30.0
+    assert retry_module.Patience(None).delay(30.0) == 30.0
