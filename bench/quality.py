@@ -19,11 +19,12 @@ What it does, in order:
    nDCG@10 and Recall@100, computed here and checked against ``ranx`` on the same run.
    ArguAna: a hit whose id equals the query id is dropped (BEIR/MTEB
    ``ignore_identical_ids``).
-4. Splits the queries in two halves by a hash of their id (``half``): the tables report
-   the *reported* half only, for every run. The ``auto`` fusion's parameters were chosen on
-   the *tuning* half: the grid below the table re-fuses the bm25 and knn runs' hits of the
-   tuning half with each candidate (``fusion.auto``, the code the searcher runs) and prints
-   its nDCG@10; the default's row must equal the searcher's own auto run on that half.
+4. Splits the queries in two halves by a hash of their id (``quality_eval.half``): the
+   tables report the *reported* half only, for every run. The ``auto`` fusion's constants
+   were chosen on the *tuning* half: the grid below the table re-fuses the bm25 and knn
+   runs' hits of the tuning half with each candidate (``fusion.auto``, the code the
+   searcher runs) and prints its nDCG@10; the default's row must equal the searcher's own
+   auto run on that half.
 5. Latency: ``--latency-queries`` queries, each searched once per mode with a fresh query
    embedding (embed + Elasticsearch + fusion, the ``took_ms`` of the answer), modes
    interleaved; p50/p95 per mode and hybrid p50 over the slower single leg's p50.
@@ -54,6 +55,15 @@ from elasticsearch import AsyncElasticsearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for devtools
 
+from bench.quality_eval import (  # noqa: E402
+    DEPTH,
+    Qrels,
+    grid_table,
+    halves,
+    metrics,
+    ranked,
+    tune,
+)
 from devtools.datasets import shared_data_dir  # noqa: E402
 from devtools.es_node import node_url  # noqa: E402
 from es_embed.config import BatchSettings, IndexSettings, ModelSettings  # noqa: E402
@@ -63,15 +73,12 @@ from es_embed.indices.resolve import resolve_index  # noqa: E402
 from es_embed.ingest.loader import IngestOptions, Loader  # noqa: E402
 from es_embed.search import fusion  # noqa: E402
 from es_embed.search.execute import Searcher, native_unavailable  # noqa: E402
-from es_embed.search.fusion import AUTO, AutoParams, Hit, LegHit  # noqa: E402
+from es_embed.search.fusion import Hit  # noqa: E402
 from es_embed.search.spec import SearchSpec  # noqa: E402
 
 DATA_DIR = shared_data_dir()
 DATASETS = {"arguana": "en", "xquad-r-zh": "zh", "scifact": "en"}
 IGNORE_IDENTICAL_IDS = {"arguana"}
-DEPTH = 100  # hits per query: Recall@100
-LEGS = ("bm25", "knn")
-EQUAL = {"bm25": 1.0, "knn": 1.0}  # the request's weights when none are given
 RUNS: list[tuple[str, str, str]] = [  # (label, mode, fusion)
     ("bm25", "bm25", "rrf"),
     ("knn", "knn", "rrf"),
@@ -82,11 +89,6 @@ RUNS: list[tuple[str, str, str]] = [  # (label, mode, fusion)
 ]
 NATIVE_RUNS = [("native rrf", "hybrid", "native_rrf"), ("native linear", "hybrid", "native_linear")]
 LATENCY_RUNS = ["bm25", "knn", "hybrid auto", "hybrid rrf", "hybrid linear"]
-# The candidates for the auto fusion's parameters (fusion.AutoParams), tried on the tuning half.
-GRID = [AutoParams(w, p) for p in (1.0, 2.0) for w in (0.25, 0.5, 0.75, 1.0, 1.5)]
-
-Qrels = dict[str, dict[str, int]]
-Run = dict[str, list[str]]
 
 
 # ---- data -----------------------------------------------------------------------------
@@ -121,18 +123,6 @@ def read_beir(directory: Path, name: str) -> Dataset:
     return Dataset(name, corpus, queries, qrels)
 
 
-def half(qid: str) -> str:
-    """``tune`` or ``report``: a fixed split by a hash of the query id, the same on every run."""
-    return "tune" if hashlib.sha256(qid.encode()).digest()[0] % 2 == 0 else "report"
-
-
-def halves(qrels: Qrels) -> dict[str, Qrels]:
-    out: dict[str, Qrels] = {"tune": {}, "report": {}}
-    for qid, rels in qrels.items():
-        out[half(qid)][qid] = rels
-    return out
-
-
 def subset(data: Dataset, max_queries: int | None, max_docs: int | None, seed: int) -> Dataset:
     """The first ``max_queries`` queries; their judged documents plus random others."""
     qids = list(data.queries)[:max_queries] if max_queries else list(data.queries)
@@ -147,45 +137,6 @@ def subset(data: Dataset, max_queries: int | None, max_docs: int | None, seed: i
     keep |= set(rest[: max(0, max_docs - len(keep))])
     corpus = {d: doc for d, doc in data.corpus.items() if d in keep}
     return Dataset(data.name, corpus, queries, qrels)
-
-
-# ---- metrics (checked against ranx below) ----------------------------------------------
-
-
-def ndcg_at(run: Run, qrels: Qrels, k: int) -> float:
-    """Mean nDCG@k with gain = relevance (trec_eval / BEIR), over every judged query."""
-    total = 0.0
-    for qid, rels in qrels.items():
-        ranked = run.get(qid, [])[:k]
-        dcg = sum(rels.get(d, 0) / np.log2(i + 2) for i, d in enumerate(ranked))
-        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
-        idcg = sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
-        total += dcg / idcg if idcg > 0 else 0.0
-    return total / len(qrels)
-
-
-def recall_at(run: Run, qrels: Qrels, k: int) -> float:
-    total = 0.0
-    for qid, rels in qrels.items():
-        relevant = {d for d, r in rels.items() if r > 0}
-        found = relevant & set(run.get(qid, [])[:k])
-        total += len(found) / len(relevant) if relevant else 0.0
-    return total / len(qrels)
-
-
-def ranx_scores(run: Run, qrels: Qrels) -> tuple[float, float]:
-    from ranx import Qrels as RQrels
-    from ranx import Run as RRun
-    from ranx import evaluate
-
-    # Scores from ranks, so ranx sees exactly our order (no tie-breaking of its own).
-    # ranx drops queries with no hits; give them a dummy hit so every query counts.
-    scored = {
-        q: ({d: float(len(ids) - i) for i, d in enumerate(ids)} or {"__none__": 0.0})
-        for q, ids in run.items()
-    }
-    result = evaluate(RQrels(qrels), RRun(scored), ["ndcg@10", f"recall@{DEPTH}"])
-    return float(result["ndcg@10"]), float(result[f"recall@{DEPTH}"])
 
 
 # ---- model and index ----------------------------------------------------------------------
@@ -307,7 +258,7 @@ async def quality_runs(
     for label, mode, how in runs:
         start = time.monotonic()
         hits[label] = await run_queries(searcher, data, index, mode, how)
-        run = ranked(data, hits[label])
+        run = ranked(hits[label], data.name in IGNORE_IDENTICAL_IDS)
         row: dict[str, Any] = {"run": label}
         for name, qrels in split.items():
             if qrels:
@@ -336,50 +287,6 @@ async def run_queries(
 
     await asyncio.gather(*(one(q, t) for q, t in data.queries.items()))
     return hits
-
-
-def ranked(data: Dataset, hits: dict[str, list[Hit]] | dict[str, list[LegHit]]) -> Run:
-    """Document ids in order; ArguAna drops the query's own argument (BEIR), after fusion."""
-    drop_self = data.name in IGNORE_IDENTICAL_IDS
-    return {q: [h.id for h in hs if not (drop_self and h.id == q)] for q, hs in hits.items()}
-
-
-def metrics(label: str, run: Run, qrels: Qrels) -> tuple[float, float]:
-    """nDCG@10 and Recall@100 over ``qrels``' queries, ours, refused unless ranx agrees."""
-    run = {q: run[q] for q in qrels}
-    ours = (ndcg_at(run, qrels, 10), recall_at(run, qrels, DEPTH))
-    theirs = ranx_scores(run, qrels)
-    if not np.allclose(ours, theirs, atol=1e-6):
-        raise SystemExit(f"{label}: our metrics {ours} differ from ranx {theirs}")
-    return ours
-
-
-def tune(
-    data: Dataset, runs: dict[str, dict[str, list[Hit]]], zero: dict[str, float]
-) -> list[dict[str, Any]]:
-    """nDCG@10 on the tuning half of every candidate in GRID, from the bm25 and knn runs' hits.
-
-    The same ``fusion.auto`` the searcher runs, on the same legs (k = window = 100), so the
-    default's row must equal the searcher's own auto run on that half.
-    """
-    qrels = halves(data.qrels)["tune"]
-    legs = {
-        q: {name: [LegHit(h.index, h.id, h.score) for h in runs[name][q]] for name in LEGS}
-        for q in qrels
-    }
-    rows = []
-    for params in GRID:
-        fused = {
-            q: fusion.auto(two, weights=EQUAL, zero=zero, window=DEPTH, params=params)
-            for q, two in legs.items()
-        }
-        rows.append({"knn_weight": params.knn_weight, "power": params.power,
-                     "ndcg@10": ndcg_at(ranked(data, fused), qrels, 10)})  # fmt: skip
-    searched = ndcg_at(ranked(data, runs["hybrid auto"]), qrels, 10)
-    (default,) = [r for r in rows if AutoParams(r["knn_weight"], r["power"]) == AUTO]
-    if abs(default["ndcg@10"] - searched) > 1e-9:
-        raise SystemExit(f"tuning grid {default} differs from the searcher's auto run {searched}")
-    return rows
 
 
 async def latency(searcher: Searcher, data: Dataset, index: str, n: int) -> dict[str, list[float]]:
@@ -434,7 +341,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         if native is None:
             runs += NATIVE_RUNS
         rows, hits = await quality_runs(quality, data, index, runs)
-        grid = tune(data, hits, {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[target.similarity]})
+        zero = {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[target.similarity]}
+        drop_self = data.name in IGNORE_IDENTICAL_IDS
+        grid = tune(halves(data.qrels)["tune"], hits, zero, drop_self)
         fresh = Searcher(es, service.embed_query, [target])
         times = await latency(fresh, data, index, min(args.latency_queries, len(data.queries)))
     finally:
@@ -484,26 +393,6 @@ def table(report: dict[str, Any]) -> str:
     if report["native"] != "available":
         lines.append(f"Native retrievers not run: {report['native']}.")
     return "\n".join(lines + ["", *grid_table(report)])
-
-
-def grid_table(report: dict[str, Any]) -> list[str]:
-    """The tuning half: each leg, and auto with each candidate (the numbers that chose it)."""
-    legs = {r["run"]: r["tune"]["ndcg@10"] for r in report["rows"] if r["run"] in LEGS}
-    if len(legs) < 2 or not report["tuning_grid"]:
-        return []
-    best = max(legs.values())
-    lines = [
-        f"Tuning half ({report['split']['tune']:,} queries): bm25 {legs['bm25']:.4f}, "
-        f"knn {legs['knn']:.4f}; auto with each candidate (* the default):",
-        "",
-        "| knn_weight | power | nDCG@10 | vs the better leg |",
-        "| ---: | ---: | ---: | ---: |",
-    ]
-    for row in report["tuning_grid"]:
-        mark = " *" if AutoParams(row["knn_weight"], row["power"]) == AUTO else ""
-        lines.append(f"| {row['knn_weight']:g}{mark} | {row['power']:g} | "
-                     f"{row['ndcg@10']:.4f} | {row['ndcg@10'] - best:+.4f} |")  # fmt: skip
-    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
