@@ -16,6 +16,7 @@ from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import resolve_all, resolve_index
 from es_embed.search.devconsole import render
 from es_embed.search.execute import Searcher
+from es_embed.search.fusion import ZERO_EVIDENCE
 from es_embed.search.spec import SearchSpec
 from tests.es.search_support import BOTH, DOCS, PARAPHRASE, RARE, corpus, searcher, service
 from tests.search_helpers import (
@@ -194,6 +195,26 @@ async def test_auto_the_default_measures_a_full_leg_from_its_last_hit(
     result = await searcher.run(p, s)
     assert [h.id for h in result] == [doc for doc, _ in expected[:4]]
     assert [h.score for h in result] == pytest.approx([score for _, score in expected[:4]])
+
+
+@pytest.mark.parametrize("similarity", sorted(ZERO_EVIDENCE))
+def test_zero_evidence_is_the_knn_score_of_an_orthogonal_document(
+    es: Elasticsearch, similarity: str
+) -> None:
+    index = f"zero-evidence-{similarity.replace('_', '-')}"
+    vector = {"type": "dense_vector", "dims": 2, "similarity": similarity}
+    vector["index_options"] = {"type": "hnsw"}  # unquantized: the score is the formula's
+    es.indices.create(index=index, mappings={"properties": {"v": vector}})
+    try:
+        es.index(index=index, id="same", document={"v": [1.0, 0.0]})
+        es.index(index=index, id="orthogonal", document={"v": [0.0, 1.0]}, refresh=True)
+        knn = {"field": "v", "query_vector": [1.0, 0.0], "k": 2, "num_candidates": 2}
+        hits = es.search(index=index, knn=knn)["hits"]["hits"]
+        scores = {h["_id"]: h["_score"] for h in hits}
+        assert scores["orthogonal"] == pytest.approx(ZERO_EVIDENCE[similarity])
+        assert scores["same"] > scores["orthogonal"]
+    finally:
+        es.indices.delete(index=index)
 
 
 async def test_query_vector_is_the_query_lane_embedding_at_the_index_dims(
