@@ -57,6 +57,30 @@ def reference_linear(
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def reference_auto(
+    legs: list[list[tuple[str, float]]],
+    weights: list[float],
+    zeros: list[float],
+    window: int = 100,
+) -> list[tuple[str, float]]:
+    """As ``--dev-console`` states it: ``sum of w * (e - f)``, ``e = max(0, (s - z) / (max -
+    z))``, ``f`` = e of the leg's last hit when the leg returned ``window`` hits, else 0."""
+    scores: dict[str, float] = {}
+    for hits, w, z in zip(legs, weights, zeros, strict=True):
+        top = hits[:window]
+        if not top:
+            continue
+        best = max(s for _, s in top)
+
+        def e(s: float, z: float = z, best: float = best) -> float:
+            return max(0.0, (s - z) / (best - z)) if best > z else 0.0
+
+        floor = e(min(s for _, s in top)) if len(top) == window else 0.0
+        for doc, s in top:
+            scores[doc] = scores.get(doc, 0.0) + w * (e(s) - floor)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def send(es: Any, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """What pasting one request into Kibana Dev Tools does (es: a sync Elasticsearch)."""
     headers = {"content-type": "application/json", "accept": "application/json"}

@@ -27,9 +27,9 @@ from es_embed.errors import EmbedError, ErrorKind, invalid
 from es_embed.indices.resolve import resolve_all, text_only
 from es_embed.search.devconsole import render
 from es_embed.search.execute import QueryEmbedder, Searcher, SearchResult
-from es_embed.search.fusion import Hit
+from es_embed.search.fusion import AUTO, Hit
 from es_embed.search.rerank import RerankStage
-from es_embed.search.spec import FUSIONS, MODES, SearchSpec, spec_from_json
+from es_embed.search.spec import DEFAULT_FUSION, FUSIONS, MODES, SearchSpec, spec_from_json
 
 SNIPPET = 80
 PASSAGE_CHARS = 240
@@ -40,13 +40,16 @@ def register(subparsers: Any) -> None:
         "search",
         help="hybrid BM25 + kNN search of a configured index",
         description="Search a configured index by words (bm25), by meaning (knn) or both "
-        "(hybrid, fused client-side by RRF or min-max linear, or by Elasticsearch).",
+        "(hybrid, fused client-side by relative evidence (auto, the default), RRF or min-max "
+        "linear, or by Elasticsearch).",
     )
     p.add_argument("query", help="the query text")
     p.add_argument("--index", required=True, metavar="NAME", help="a configured index")
     p.add_argument("--config", metavar="FILE", help="YAML settings file")
     p.add_argument("--mode", choices=MODES, default="hybrid")
-    p.add_argument("--fusion", choices=FUSIONS, default="rrf", help="hybrid only")
+    p.add_argument(
+        "--fusion", choices=FUSIONS, default=DEFAULT_FUSION, help="hybrid only (default auto)"
+    )
     p.add_argument("--k", type=int, default=10, help="hits per page (default 10)")
     p.add_argument("--from", type=int, default=0, dest="from_", help="page offset")
     p.add_argument("--window", type=int, default=100, help="hits per leg that are fused")
@@ -311,6 +314,12 @@ def explain_hit(hit: Hit, spec: SearchSpec) -> list[str]:
             out.append(
                 f"{name}: rank {leg.rank} (score {leg.score:.6g}) -> "
                 f"1/({spec.rank_constant}+{leg.rank}) = {part:.6g}"
+            )
+        elif spec.fusion == "auto":
+            w = spec.weights[name] * (AUTO.knn_weight if name == "knn" else 1.0)
+            out.append(
+                f"{name}: rank {leg.rank}, score {leg.score:.6g}, evidence above the leg's floor "
+                f"{(part / w if w else 0.0):.4f} x weight {w:g} = {part:.6g}"
             )
         elif spec.fusion == "linear":
             w = spec.weights[name]

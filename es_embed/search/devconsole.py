@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from es_embed.search.builders import Plan
+from es_embed.search.fusion import AUTO, ZERO_EVIDENCE
 from es_embed.search.spec import SearchSpec
 
 _VECTOR = "\x00query_vector\x00"
@@ -113,6 +114,8 @@ def _explain(p: Plan, spec: SearchSpec) -> list[str]:
     ]
     if spec.fusion == "rrf":
         lines.append(f"#   score = sum over legs holding it of 1 / ({spec.rank_constant} + r)")
+    elif spec.fusion == "auto":
+        lines.extend(_auto_formula(spec))
     else:
         w = spec.weights
         lines.append(
@@ -121,3 +124,20 @@ def _explain(p: Plan, spec: SearchSpec) -> list[str]:
         )
     lines.append(f"# Sort by score (ties: _index, then _id ascending) and keep {page}.")
     return lines
+
+
+def _auto_formula(spec: SearchSpec) -> list[str]:
+    w = spec.weights
+    power = "" if AUTO.power == 1 else f" ** {AUTO.power:g}"
+    by_zero: dict[float, list[str]] = {}
+    for similarity, zero in ZERO_EVIDENCE.items():
+        by_zero.setdefault(zero, []).append(similarity)
+    knn_zero = ", ".join(f"{z:g} for {' and '.join(names)}" for z, names in by_zero.items())
+    return [
+        f"#   score = {w['bm25']:g} * (e_bm25 - f_bm25) + {AUTO.knn_weight * w['knn']:g} * "
+        "(e_knn - f_knn); a leg lacking the document adds 0.",
+        f"#   e = max(0, (s - z) / (max - z)){power}: s the hit's score, max the leg's best, z the "
+        "score of no",
+        f"#   evidence (bm25 0; knn {knn_zero}).",
+        f"#   f = e of the leg's last hit when the leg returned {spec.window} hits, else 0.",
+    ]

@@ -149,6 +149,10 @@ class Searcher:
         plan ``pages_here``)."""
         if p.fuse:
             legs = await self._msearch(p, spec)
+            if spec.fusion == "auto":
+                return fusion.auto(
+                    legs, weights=spec.weights, zero=self._zero(spec.index), window=spec.window
+                )
             if spec.fusion == "linear":
                 return fusion.linear(legs, weights=spec.weights, window=spec.window)
             return fusion.rrf(legs, rank_constant=spec.rank_constant, window=spec.window)
@@ -168,6 +172,10 @@ class Searcher:
             offset = 0 if p.pages_here else spec.from_
             return fusion.single(leg.name, _leg_hits(raw_hits, p.passages), offset=offset)
         return [_scored_hit(h, p) for h in raw_hits]
+
+    def _zero(self, index: str) -> dict[str, float]:
+        """Each leg's score for a document with no evidence (auto fusion measures from it)."""
+        return {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[self.index_settings(index).similarity]}
 
     async def _reranked(self, hits: list[Hit], p: Plan, spec: SearchSpec) -> list[Hit]:
         """The sidecar's part: the top ``p.rerank`` hits by the reranker's scores."""

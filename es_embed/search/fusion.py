@@ -7,6 +7,12 @@ The formulas (also printed by ``--dev-console``, so anyone can redo them by hand
 - linear: ``score(d) = sum over legs L containing d of w_L * (s_L(d) - min_L) /
   (max_L - min_L)``, min and max taken over leg L's first ``window`` hits; a leg whose
   hits all score the same gives each of them 1.0.
+- auto (the default): ``score(d) = sum over legs L containing d of w_L * (e_L(d) -
+  floor_L)`` with the leg's evidence ``e_L(d) = max(0, (s_L(d) - z_L) / (max_L - z_L)) **
+  power``, measured from the score ``z_L`` of a document with no evidence at all (bm25: 0;
+  knn: an orthogonal vector, see ``ZERO_EVIDENCE``) and relative to the leg's best hit.
+  ``floor_L`` is the evidence of the leg's last hit when it filled its window (a document it
+  left out scored no better), else 0. ``w_knn`` carries ``AUTO.knn_weight``.
 
 A document missing from a leg gets nothing from it. Ties are broken by ``_index`` then
 ``_id`` (ascending), so the order never depends on which leg answered first, and a page
@@ -116,6 +122,67 @@ def linear(
         return weights.get(name, 0.0) * norm
 
     return _fuse(legs, window, part)
+
+
+# The kNN _score Elasticsearch gives a document orthogonal to the query: (1 + cos) / 2 for
+# cosine and dot_product, dot + 1 (for dot >= 0) for max_inner_product.
+ZERO_EVIDENCE = {"cosine": 0.5, "dot_product": 0.5, "max_inner_product": 1.0}
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    """The ``auto`` fusion's two constants, fixed across datasets.
+
+    Chosen by ``bench/quality.py`` on the tuning half of each dataset's queries (the
+    README's "Retrieval quality" section has the grid and the rule).
+    """
+
+    knn_weight: float = 0.5  # a knn hit's evidence against a bm25 hit's, before `weights`
+    power: float = 1.0  # >1 favours each leg's top hits over its middling ones
+
+
+AUTO = AutoParams()
+
+
+def auto(
+    legs: Mapping[str, Sequence[LegHit]],
+    *,
+    weights: Mapping[str, float],
+    zero: Mapping[str, float],
+    window: int = 100,
+    params: AutoParams = AUTO,
+) -> list[Hit]:
+    """Each leg's evidence relative to its best hit, summed: the default hybrid fusion.
+
+    Min-max stretches every leg to [0, 1], so a leg whose hits are all alike (an English
+    model reading Chinese: every cosine near 0.8) reorders the other leg as loudly as a
+    sharp one. Measuring from ``zero`` (the score of no evidence) keeps such a leg's
+    spread small: it breaks the other leg's near-ties instead of overriding it. ``zero``
+    holds each leg's no-evidence score (bm25 0; knn ``ZERO_EVIDENCE[similarity]``).
+    """
+    scale = {"knn": params.knn_weight}
+    shapes: dict[str, tuple[float, float, float]] = {}  # leg -> (zero, max, floor)
+    for name, hits in legs.items():
+        top = hits[:window]
+        if not top:
+            continue
+        z, best = zero.get(name, 0.0), max(h.score for h in top)
+        shapes[name] = (z, best, 0.0)
+        if len(top) >= window:  # full window: what it left out scored at most its last hit
+            shapes[name] = (z, best, _evidence(min(h.score for h in top), z, best, params))
+
+    def part(name: str, _rank: int, hit: LegHit, _top: Sequence[LegHit]) -> float:
+        z, best, floor = shapes[name]
+        evidence = _evidence(hit.score, z, best, params) - floor
+        return weights.get(name, 0.0) * scale.get(name, 1.0) * evidence
+
+    return _fuse(legs, window, part)
+
+
+def _evidence(score: float, zero: float, best: float, params: AutoParams) -> float:
+    if best <= zero:
+        return 0.0  # no hit of the leg beats a document with no evidence: it says nothing
+    return float(max(0.0, (score - zero) / (best - zero)) ** params.power)
 
 
 def single(name: str, hits: Sequence[LegHit], offset: int = 0) -> list[Hit]:

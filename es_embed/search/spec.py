@@ -15,11 +15,18 @@ from es_embed.errors import invalid, valid_unicode
 from es_embed.search.boundary import check_filter
 
 Mode = Literal["bm25", "knn", "hybrid"]
-Fusion = Literal["rrf", "linear", "sum", "native_rrf", "native_linear"]
+Fusion = Literal["auto", "rrf", "linear", "sum", "native_rrf", "native_linear"]
 Source = bool | list[str] | dict[str, Any] | None
 
 MODES: tuple[Mode, ...] = ("bm25", "knn", "hybrid")
-FUSIONS: tuple[str, ...] = ("rrf", "linear", "sum", "native", "native_rrf", "native_linear")
+FUSIONS: tuple[str, ...] = (
+    "auto", "rrf", "linear", "sum", "native", "native_rrf", "native_linear",
+)  # fmt: skip
+# Hybrid without a fusion: relative-evidence fusion (search/fusion.py ``auto``), which does not
+# let a leg that cannot tell its hits apart override the other (README, "Retrieval quality").
+DEFAULT_FUSION: Fusion = "auto"
+# Fused here, from one _msearch of both legs (every licence).
+CLIENT_FUSIONS = ("auto", "rrf", "linear")
 LEGS = ("bm25", "knn")
 # Elasticsearch's own ceilings: index.max_result_window and knn's num_candidates.
 MAX_WINDOW = 10_000
@@ -40,7 +47,7 @@ class SearchSpec:
     index: str
     query: str
     mode: Mode = "hybrid"
-    fusion: Fusion = "rrf"
+    fusion: Fusion = DEFAULT_FUSION
     k: int = 10  # page size
     from_: int = 0
     filter: tuple[dict[str, Any], ...] = ()  # query DSL objects, applied to every leg
@@ -77,7 +84,7 @@ class SearchSpec:
     @property
     def client_fusion(self) -> bool:
         """Two legs in one _msearch, fused here (works on every licence)."""
-        return self.mode == "hybrid" and self.fusion in ("rrf", "linear")
+        return self.mode == "hybrid" and self.fusion in CLIENT_FUSIONS
 
 
 _KNOWN = (
@@ -102,7 +109,7 @@ def spec_from_json(raw: Any, *, allow_scripts: bool = False) -> SearchSpec:
     mode = raw.get("mode", "hybrid")
     if mode not in MODES:
         raise invalid(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
-    fusion = raw.get("fusion", "rrf")
+    fusion = raw.get("fusion", DEFAULT_FUSION)
     if fusion not in FUSIONS:
         raise invalid(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}", "fusion")
     if fusion == "native":

@@ -15,7 +15,13 @@ from es_embed.cli import search as cli
 from es_embed.config import IndexSettings, ModelSettings
 from es_embed.embed.protocol import Encoder
 from tests.es.search_support import BOTH, RARE, corpus
-from tests.search_helpers import parse_dev_console, reference_linear, reference_rrf, send
+from tests.search_helpers import (
+    parse_dev_console,
+    reference_auto,
+    reference_linear,
+    reference_rrf,
+    send,
+)
 from tests.service_support import service_standin
 
 pytestmark = pytest.mark.es
@@ -67,16 +73,18 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_table_and_explain(
     config: Path, corpus: IndexSettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(
-        ["search", BOTH, "--index", corpus.name, "--config", str(config), "--k", "3", "--explain"],
-        capsys,
-    )
+    argv = ["search", BOTH, "--index", corpus.name, "--config", str(config), "--k", "3"]
+    code, out, _ = run([*argv, "--fusion", "rrf", "--explain"], capsys)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("3 hits  (hybrid, rrf;")
     ranked = [ln.split()[2] for ln in lines if ln[:3].strip().rstrip(".").isdigit()]
     assert set(ranked[:2]) == {"cat", "code"}
     assert "1/(60+1)" in out and "total" in out and "not in the leg's first 100 hits -> 0" in out
+    # no --fusion: auto, the default
+    code, out, _ = run([*argv, "--explain"], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("3 hits  (hybrid, auto;")
+    assert "evidence above the leg's floor" in out and "x weight 0.5 =" in out
 
 
 def test_bm25_needs_no_model(
@@ -137,8 +145,9 @@ def test_bad_input_is_one_line_and_exit_2(
         ["--fusion", "sum"],
         ["--fusion", "rrf"],
         ["--fusion", "linear", "--weights", "bm25=0.6,knn=1.4"],
+        ["--weights", "bm25=0.6,knn=1.4"],
     ],
-    ids=["bm25", "knn", "sum", "rrf", "linear"],
+    ids=["bm25", "knn", "sum", "rrf", "linear", "auto"],
 )
 def test_dev_console_text_reproduces_the_cli_answer(
     config: Path,
@@ -172,10 +181,13 @@ def test_dev_console_text_reproduces_the_cli_answer(
         assert [(h["_id"], h["_score"]) for h in pasted[0]] == answer
         return
     # Client-side fusion: redo the formula the text states on the legs it printed.
+    legs = [[(h["_id"], h["_score"]) for h in leg] for leg in pasted]
     if "--fusion" in extra and "linear" in extra:
         assert "0.6 * mm_bm25 + 1.4 * mm_knn" in console
-        legs = [[(h["_id"], h["_score"]) for h in leg] for leg in pasted]
         expected = reference_linear(legs, [0.6, 1.4], window=14)
+    elif "--fusion" not in extra:  # auto, the default
+        assert "score = 0.6 * (e_bm25 - f_bm25) + 0.7 * (e_knn - f_knn)" in console
+        expected = reference_auto(legs, [0.6, 0.7], [0.0, 0.5], window=14)
     else:
         assert "1 / (60 + r)" in console and "first 14 hits" in console
         expected = reference_rrf([[h["_id"] for h in leg] for leg in pasted], 60, window=14)

@@ -16,9 +16,16 @@ from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import resolve_all, resolve_index
 from es_embed.search.devconsole import render
 from es_embed.search.execute import Searcher
+from es_embed.search.fusion import ZERO_EVIDENCE
 from es_embed.search.spec import SearchSpec
 from tests.es.search_support import BOTH, DOCS, PARAPHRASE, RARE, corpus, searcher, service
-from tests.search_helpers import parse_dev_console, reference_linear, reference_rrf, send
+from tests.search_helpers import (
+    parse_dev_console,
+    reference_auto,
+    reference_linear,
+    reference_rrf,
+    send,
+)
 
 pytestmark = pytest.mark.es
 __all__ = ["corpus", "searcher", "service"]  # fixtures
@@ -48,7 +55,7 @@ async def test_rare_token_is_found_by_bm25(searcher: Searcher, corpus: IndexSett
     assert bm25.embed_ms == 0 and bm25.hits[0].legs["bm25"].rank == 1
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "linear", "sum"])
+@pytest.mark.parametrize("fusion", ["auto", "rrf", "linear", "sum"])
 async def test_hybrid_finds_both(searcher: Searcher, corpus: IndexSettings, fusion: str) -> None:
     result = await searcher.search(spec(corpus, BOTH, fusion=fusion, k=3))
     assert {"cat", "code"} <= set(ids(result)[:2]), [(h.id, h.score) for h in result.hits]
@@ -146,7 +153,7 @@ async def test_dev_console_single_request_returns_the_same_hits(
     assert len(ours) == min(10, len(DOCS)) or kw.get("mode") == "bm25" or "filter" in kw
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "linear"])
+@pytest.mark.parametrize("fusion", ["auto", "rrf", "linear"])
 async def test_dev_console_legs_fused_by_the_documented_formula_give_the_same_top_10(
     searcher: Searcher, corpus: IndexSettings, es: Elasticsearch, fusion: str
 ) -> None:
@@ -158,6 +165,12 @@ async def test_dev_console_legs_fused_by_the_documented_formula_give_the_same_to
     if fusion == "rrf":
         assert "1 / (60 + r)" in text
         expected = reference_rrf([[h["_id"] for h in leg] for leg in legs], 60, window=12)
+    elif fusion == "auto":
+        # knn's weight is the request's 1.3 times the fitted 0.5; a cosine index: z = 0.5
+        assert "score = 0.7 * (e_bm25 - f_bm25) + 0.65 * (e_knn - f_knn)" in text
+        assert "knn 0.5 for cosine" in text and "returned 12 hits" in text
+        pairs = [[(h["_id"], h["_score"]) for h in leg] for leg in legs]
+        expected = reference_auto(pairs, [0.7, 0.65], [0.0, 0.5], window=12)
     else:
         assert "0.7 * mm_bm25 + 1.3 * mm_knn" in text
         pairs = [[(h["_id"], h["_score"]) for h in leg] for leg in legs]
@@ -165,6 +178,43 @@ async def test_dev_console_legs_fused_by_the_documented_formula_give_the_same_to
     result = await searcher.run(p, s)
     assert [h.id for h in result] == [doc for doc, _ in expected[:10]]
     assert [h.score for h in result] == pytest.approx([score for _, score in expected[:10]])
+
+
+async def test_auto_the_default_measures_a_full_leg_from_its_last_hit(
+    searcher: Searcher, corpus: IndexSettings, es: Elasticsearch
+) -> None:
+    s = spec(corpus, BOTH, k=4, window=4)
+    assert s.fusion == "auto"
+    p, _ = await searcher.prepare(s)
+    text = render(p, s)
+    legs = [send(es, m, path, body)["hits"]["hits"] for m, path, body in parse_dev_console(text)]
+    pairs = [[(h["_id"], h["_score"]) for h in leg] for leg in legs]
+    # knn filled its window of 4 and its last hit has evidence (cosine > 0): f_knn > 0
+    assert len(pairs[1]) == 4 and pairs[1][-1][1] > 0.5
+    expected = reference_auto(pairs, [1.0, 0.5], [0.0, 0.5], window=4)
+    result = await searcher.run(p, s)
+    assert [h.id for h in result] == [doc for doc, _ in expected[:4]]
+    assert [h.score for h in result] == pytest.approx([score for _, score in expected[:4]])
+
+
+@pytest.mark.parametrize("similarity", sorted(ZERO_EVIDENCE))
+def test_zero_evidence_is_the_knn_score_of_an_orthogonal_document(
+    es: Elasticsearch, similarity: str
+) -> None:
+    index = f"zero-evidence-{similarity.replace('_', '-')}"
+    vector = {"type": "dense_vector", "dims": 2, "similarity": similarity}
+    vector["index_options"] = {"type": "hnsw"}  # unquantized: the score is the formula's
+    es.indices.create(index=index, mappings={"properties": {"v": vector}})
+    try:
+        es.index(index=index, id="same", document={"v": [1.0, 0.0]})
+        es.index(index=index, id="orthogonal", document={"v": [0.0, 1.0]}, refresh=True)
+        knn = {"field": "v", "query_vector": [1.0, 0.0], "k": 2, "num_candidates": 2}
+        hits = es.search(index=index, knn=knn)["hits"]["hits"]
+        scores = {h["_id"]: h["_score"] for h in hits}
+        assert scores["orthogonal"] == pytest.approx(ZERO_EVIDENCE[similarity])
+        assert scores["same"] > scores["orthogonal"]
+    finally:
+        es.indices.delete(index=index)
 
 
 async def test_query_vector_is_the_query_lane_embedding_at_the_index_dims(

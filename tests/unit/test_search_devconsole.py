@@ -35,7 +35,9 @@ def test_body_text_puts_the_vector_on_one_line_and_round_trips_float32() -> None
 
 
 def test_render_hybrid_prints_both_legs_and_the_formula() -> None:
-    spec = SearchSpec(index="docs", query='say "hi"', k=5, from_=5, filter=({"term": {"a": 1}},))
+    spec = SearchSpec(
+        index="docs", query='say "hi"', fusion="rrf", k=5, from_=5, filter=({"term": {"a": 1}},)
+    )
     p = plan(spec, CONF, vector())
     text = render(p, spec)
     requests = parse_dev_console(text)
@@ -69,3 +71,15 @@ def test_render_bm25_has_no_vector() -> None:
     assert "query_vector" not in text
     ((_, _, body),) = parse_dev_console(text)
     assert body["query"]["multi_match"]["query"] == "q"
+
+
+def test_render_auto_the_default_states_its_formula_with_the_weights() -> None:
+    spec = SearchSpec(index="docs", query="q", window=40, weights={"bm25": 2.0, "knn": 3.0})
+    assert spec.fusion == "auto"
+    text = render(plan(spec, CONF, vector()), spec)
+    assert "fusion auto (client-side)" in text
+    # knn's weight is the request's times the fitted knn_weight (0.5): 3 * 0.5
+    assert "score = 2 * (e_bm25 - f_bm25) + 1.5 * (e_knn - f_knn)" in text
+    assert "e = max(0, (s - z) / (max - z))" in text
+    assert "knn 0.5 for cosine and dot_product, 1 for max_inner_product" in text
+    assert "when the leg returned 40 hits, else 0" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from es_embed.search.fusion import LegHit, LegScore, linear, page, rrf, single
+from es_embed.search.fusion import AutoParams, LegHit, LegScore, auto, linear, page, rrf, single
 
 
 def leg(*pairs: tuple[str, float]) -> list[LegHit]:
@@ -116,3 +116,86 @@ def test_paging_is_a_stable_slice_of_the_fused_window() -> None:
 def test_single_leg_keeps_server_order_and_counts_ranks_from_the_offset() -> None:
     hits = single("bm25", BM25[:2], offset=20)
     assert [(h.id, h.score, h.legs["bm25"].rank) for h in hits] == [("a", 9.0, 21), ("b", 7.0, 22)]
+
+
+# ---- auto: each leg's evidence relative to its best hit, measured from no evidence ----------
+
+ZERO = {"bm25": 0.0, "knn": 0.5}  # cosine: an orthogonal document scores (1 + 0) / 2
+EQUAL = {"bm25": 1.0, "knn": 1.0}
+
+
+def test_auto_scores_each_leg_from_its_zero_and_its_best_hit() -> None:
+    # window 10: neither leg filled it, so what they left out has no evidence (floor 0)
+    hits = auto({"bm25": BM25, "knn": KNN}, weights=EQUAL, zero=ZERO, window=10)
+    scores = {h.id: h.score for h in hits}
+    # bm25: e = s / 9; knn: e = (s - 0.5) / (0.9 - 0.5), times knn_weight 0.5
+    assert scores["a"] == pytest.approx(9 / 9 + 0.5 * 0.3 / 0.4)
+    assert scores["c"] == pytest.approx(3 / 9 + 0.5 * 1.0)
+    assert scores["b"] == pytest.approx(7 / 9)
+    assert scores["e"] == 0.0  # knn 0.5: a cosine of 0, no evidence at all
+    assert scores["d"] == pytest.approx(1 / 9)
+    assert ids(hits) == ["a", "c", "b", "d", "e"]
+    assert hits[0].legs == {
+        "bm25": LegScore(1, 9.0, pytest.approx(1.0)),
+        "knn": LegScore(2, 0.8, pytest.approx(0.375)),
+    }
+
+
+def test_auto_a_full_window_measures_from_its_last_hit() -> None:
+    # window 3: both legs filled it, so a document left out scored at most the last hit
+    hits = auto({"bm25": BM25, "knn": KNN}, weights=EQUAL, zero=ZERO, window=3)
+    scores = {h.id: h.score for h in hits}
+    assert scores["a"] == pytest.approx((9 - 3) / 9 + 0.5 * (0.8 - 0.5) / 0.4)
+    assert scores["c"] == pytest.approx(0.0 + 0.5 * (0.9 - 0.5) / 0.4)
+    assert scores["b"] == pytest.approx((7 - 3) / 9)
+    assert scores["e"] == pytest.approx(0.0)
+    assert ids(hits) == ["a", "c", "b", "e"]  # d is past bm25's window
+
+
+def test_auto_a_flat_leg_breaks_ties_instead_of_overriding_a_sharp_one() -> None:
+    # knn cannot tell its hits apart (every cosine near 0.8); min-max stretches it to [0, 1]
+    sharp = leg(("a", 10.0), ("b", 9.0), ("c", 2.0))
+    flat = leg(("b", 0.91), ("a", 0.90), ("c", 0.89))
+    legs = {"bm25": sharp, "knn": flat}
+    assert ids(linear(legs, weights=EQUAL, window=3)) == ["b", "a", "c"]
+    hits = auto(legs, weights=EQUAL, zero=ZERO, window=3)
+    assert ids(hits) == ["a", "b", "c"]
+    # bm25 from its last hit: 0.8, 0.7, 0; knn: (s - 0.89) / 0.41 * 0.5
+    assert [h.score for h in hits] == pytest.approx(
+        [0.8 + 0.5 * 0.01 / 0.41, 0.7 + 0.5 * 0.02 / 0.41, 0.0]
+    )
+    # ...but where bm25 ties, the flat leg decides
+    tied = {"bm25": leg(("a", 5.0), ("b", 5.0), ("c", 1.0)), "knn": flat}
+    assert ids(auto(tied, weights=EQUAL, zero=ZERO, window=3)) == ["b", "a", "c"]
+
+
+def test_auto_weights_knn_weight_and_power() -> None:
+    legs = {"bm25": BM25, "knn": KNN}
+    hits = auto(legs, weights={"bm25": 2.0, "knn": 3.0}, zero=ZERO, window=10)
+    scores = {h.id: h.score for h in hits}
+    assert scores["c"] == pytest.approx(2 * 3 / 9 + 3 * 0.5 * 1.0)
+    params = AutoParams(knn_weight=1.0, power=2.0)
+    scores = {h.id: h.score for h in auto(legs, weights=EQUAL, zero=ZERO, params=params)}
+    assert scores["a"] == pytest.approx(1.0 + (0.3 / 0.4) ** 2)
+    assert scores["d"] == pytest.approx((1 / 9) ** 2)
+
+
+def test_auto_a_leg_with_no_hit_above_zero_evidence_adds_nothing() -> None:
+    below = leg(("x", 0.4), ("a", 0.3))  # every cosine negative
+    hits = auto({"bm25": BM25, "knn": below}, weights=EQUAL, zero=ZERO, window=10)
+    assert ids(hits) == ["a", "b", "c", "d", "x"]
+    assert {h.id: h.score for h in hits}["x"] == 0.0
+    # and a hit below zero counts as zero evidence, not as a penalty
+    mixed = leg(("c", 0.9), ("a", 0.45))
+    scores = {h.id: h.score for h in auto({"knn": mixed}, weights=EQUAL, zero=ZERO)}
+    assert scores == {"c": pytest.approx(0.5), "a": 0.0}
+
+
+def test_auto_empty_and_single_legs_and_leg_order() -> None:
+    assert auto({"bm25": [], "knn": []}, weights=EQUAL, zero=ZERO) == []
+    assert ids(auto({"bm25": [], "knn": KNN}, weights=EQUAL, zero=ZERO)) == ["c", "a", "e"]
+    one = {"bm25": BM25, "knn": KNN}
+    two = {"knn": KNN, "bm25": BM25}
+    assert [(h.id, h.score) for h in auto(one, weights=EQUAL, zero=ZERO)] == [
+        (h.id, h.score) for h in auto(two, weights=EQUAL, zero=ZERO)
+    ]

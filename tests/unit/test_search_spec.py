@@ -14,7 +14,7 @@ def test_defaults() -> None:
     s = spec_from_json({"index": "docs", "query": "red fox"})
     assert s == SearchSpec(index="docs", query="red fox")
     assert (s.mode, s.fusion, s.k, s.from_, s.window, s.rank_constant) == (
-        "hybrid", "rrf", 10, 0, 100, 60,
+        "hybrid", "auto", 10, 0, 100, 60,
     )  # fmt: skip
     assert s.filter == () and s.source is None and s.weights == {"bm25": 1.0, "knn": 1.0}
     assert s.client_fusion and s.needs_vector
