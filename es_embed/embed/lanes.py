@@ -1,15 +1,15 @@
 """The two lanes in front of the model: admission, batch cutting and the bulk hold.
 
-The query lane always goes first, so an interactive query waits for at most the batch in
-flight; and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time,
-from the model's speed measured as it runs (a moving average of forward time per padded
-token), so that wait stays short even while a back-fill saturates the model. A faster device
-gets larger bulk batches by itself. A client that sends its next query right after an answer
-also finds the model free: bulk work is held for a few ms after each answered query while
-queries arrive that way (anticipation). Every batch fits the token budget (``memory.py``),
-which an out-of-memory error lowers for a while. Admission is bounded per lane (429 beyond
-it). This module never runs the model: the service asks it for the next batch, runs it, and
-reports how long the batch took.
+The query lane always goes first, so an interactive query waits for at most the batch in flight;
+and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time, from the
+model's speed measured as it runs (``speed.py``: a fixed cost per pass plus a cost per padded
+token; never so small that fixed costs eat the back-fill), so that wait stays short even while a
+back-fill saturates the model. A faster device gets larger bulk batches by itself. A client that
+sends its next query right after an answer also finds the model free: bulk work is held for a
+few ms after each answered query while queries arrive that way (anticipation). Every batch fits
+the token budget (``memory.py``), which an out-of-memory error lowers for a while. Admission is
+bounded per lane (429 beyond it). This module never runs the model: the service asks it for the
+next batch, runs it, and reports how long the batch took.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from es_embed.config import BatchSettings
 from es_embed.embed.batching import Item, Request, cut_batch, padded_cost
 from es_embed.embed.memory import FIXED_TOKEN_BUDGET, TokenBudget
 from es_embed.embed.protocol import Lane, Tokenized
+from es_embed.embed.speed import PassSpeed
 from es_embed.errors import EmbedError, overloaded
 from es_embed.metrics import Registry
 
@@ -44,7 +45,7 @@ class Lanes:
         # has shown its pace, assume so.
         self._back_to_back = True
         self._bulk_waiting_since = 0.0  # last bulk batch, or when the bulk lane filled
-        self._seconds_per_token = 0.0  # moving average of bulk forward time per padded token
+        self.speed = PassSpeed()  # learnt from every pass that fitted in memory
         self.budget = TokenBudget(batching.max_batch_tokens or FIXED_TOKEN_BUDGET)
         self._m_queue = registry.gauge(
             "es_embed_queue_depth", "Inputs waiting, by lane.", ("lane",), known=[LANES]
@@ -130,44 +131,34 @@ class Lanes:
             self.budget.out_of_memory(failed_tokens)
         else:
             self.budget.fitted()
-        # Bulk batches only: a lone query's pass is mostly fixed cost and would understate the
-        # speed. A batch that was split is not learnt from: its time includes failed passes.
-        if lane == "bulk" and failed_tokens is None:
-            self._learn_speed(tokens, seconds)
+            # A batch that was split is not learnt from: its time includes failed passes.
+            self.speed.learn(lane, len(tokens), padded_cost([len(t.ids) for t in tokens]), seconds)
         if lane == "query":
             self._query_answered = time.monotonic()
         self._update_budget()
 
-    def _learn_speed(self, tokens: list[Tokenized], seconds: float) -> None:
-        per_token = seconds / padded_cost([len(t.ids) for t in tokens])
-        self._seconds_per_token = (
-            per_token
-            if self._seconds_per_token == 0
-            else 0.8 * self._seconds_per_token + 0.2 * per_token
-        )
-
     @property
     def tokens_per_second(self) -> float:
-        """The measured speed of bulk batches (padded tokens per second); 0 until measured."""
-        return 1 / self._seconds_per_token if self._seconds_per_token > 0 else 0.0
+        """The measured speed of token work (padded tokens per second); 0 until measured."""
+        return self.speed.tokens_per_second
 
     def bulk_budget(self) -> int:
-        """Padded tokens of the next bulk batch: the token budget, cut to max_bulk_batch_ms of
-        model time at the measured speed (the token budget alone until a pass is measured:
-        the service's start-up warm-up measures one)."""
+        """Padded tokens of the next bulk batch: the token budget, cut to about
+        max_bulk_batch_ms of model time at the measured speed (``speed.py``; the token budget
+        alone until a pass is measured: the service's start-up warm-up measures one)."""
         budget = self.budget.current
         bound_ms = self._batching.max_bulk_batch_ms
-        if bound_ms > 0 and self._seconds_per_token > 0:
-            budget = min(budget, max(1, int(bound_ms / 1000 / self._seconds_per_token)))
-        return budget
+        timed = self.speed.bulk_tokens(bound_ms) if bound_ms > 0 else None
+        return budget if timed is None else min(budget, timed)
 
     def describe(self, how: str) -> str:
         """The token budget (chosen ``how``) and the bulk bound, as the start-up log says."""
         text = f"token budget {self.budget.current:,} ({how})"
-        if self._batching.max_bulk_batch_ms > 0 and self._seconds_per_token > 0:
+        if self._batching.max_bulk_batch_ms > 0 and self.speed.per_token > 0:
             text += (
                 f"; bulk batches up to {self._batching.max_bulk_batch_ms:g} ms = "
-                f"{self.bulk_budget():,} tokens at {self.tokens_per_second:,.0f} tokens/s"
+                f"{self.bulk_budget():,} tokens at {self.tokens_per_second:,.0f} tokens/s "
+                f"(+{self.speed.fixed * 1000:.1f} ms per pass)"
             )
         return text
 

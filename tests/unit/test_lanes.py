@@ -44,11 +44,38 @@ async def test_bulk_batch_is_cut_to_the_bound_at_the_measured_speed() -> None:
 async def test_speed_is_a_moving_average_of_bulk_batches_only() -> None:
     ln = lanes(max_bulk_batch_ms=25)
     ln.ran("bulk", tokens([100]), 0.01)
-    ln.ran("query", tokens([5]), 0.5)  # a lone query is mostly fixed cost: not learnt
-    assert ln.bulk_budget() == 250
+    ln.ran("query", tokens([5, 5]), 0.5)  # several queries: neither fixed nor token cost
+    assert ln.bulk_budget() == 250 and ln.speed.fixed == 0
     ln.ran("bulk", tokens([50, 50]), 0.02)  # 0.2 ms per token: average 0.8 x 0.1 + 0.2 x 0.2
     assert ln.bulk_budget() == int(0.025 / 0.00012)
     assert ln.tokens_per_second == pytest.approx(1 / 0.00012)
+
+
+async def test_a_lone_query_teaches_the_fixed_cost_of_a_pass() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([100]), 0.01)  # 0.1 ms per token, no fixed cost known yet
+    ln.ran("query", tokens([10]), 0.003)  # 1 ms of tokens: 2 ms fixed
+    assert ln.speed.fixed == pytest.approx(0.002)
+    ln.ran("bulk", tokens([100]), 0.012)  # 2 ms fixed + 10 ms of tokens: still 0.1 ms a token
+    assert ln.speed.per_token == pytest.approx(0.0001)
+    assert ln.bulk_budget() == pytest.approx(230, abs=1)  # (25 - 2) ms of tokens (floored)
+
+
+async def test_a_large_fixed_cost_keeps_bulk_batches_efficient() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([100]), 0.01)
+    ln.ran("query", tokens([10]), 0.011)  # 10 ms fixed: a 25 ms batch would be 40% overhead
+    ln.ran("bulk", tokens([100]), 0.02)
+    # The batch grows until the fixed cost is a tenth of it: 90 ms of tokens, not 15.
+    assert ln.bulk_budget() == pytest.approx(900, abs=1)  # floored
+
+
+async def test_a_stale_fixed_cost_still_leaves_the_tokens_a_cost() -> None:
+    ln = lanes(max_bulk_batch_ms=25)
+    ln.ran("bulk", tokens([100]), 0.01)
+    ln.ran("query", tokens([1]), 0.0501)  # 50 ms fixed on a busy moment
+    ln.ran("bulk", tokens([100]), 0.02)  # faster than the fixed cost alone: a tenth is tokens
+    assert ln.speed.per_token == pytest.approx(0.8 * 0.0001 + 0.2 * 0.00002)
 
 
 async def test_no_bound_fills_the_token_budget() -> None:

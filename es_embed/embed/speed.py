@@ -1,0 +1,55 @@
+"""How long a forward pass takes, learnt as the model runs: a fixed cost per pass plus a cost
+per padded token.
+
+Two parts, because a pass has a fixed cost (Python, kernel launches, the hand-off to the
+model thread) that does not shrink with the batch. Counted as token cost, it makes a batch cut
+to a time bound look slower per token than it is; where it is a large share of the bound (a
+small model, a busy CPU), bulk batches shrink to a few inputs and a back-fill spends its time
+in fixed costs. So a bulk batch is the larger of what fits the time bound and the size at
+which the fixed cost is at most a tenth of the pass (``EFFICIENCY``): a query then waits at
+most ``max(bound, 10 x fixed cost)``, and bulk work keeps at least 90% of its unbounded speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from es_embed.embed.protocol import Lane
+
+EFFICIENCY = 0.9  # least share of a bulk pass spent on tokens rather than on its fixed cost
+SMOOTHING = 0.2  # weight of the newest pass in the moving averages
+
+
+def _average(old: float, new: float) -> float:
+    return new if old == 0 else (1 - SMOOTHING) * old + SMOOTHING * new
+
+
+@dataclass
+class PassSpeed:
+    fixed: float = 0.0  # seconds per pass whatever its size, from lone queries
+    per_token: float = 0.0  # seconds per padded token beyond that, from bulk batches
+
+    def learn(self, lane: Lane, inputs: int, padded_tokens: int, seconds: float) -> None:
+        """One pass that fitted in memory. A lone query is mostly fixed cost; a bulk batch
+        mostly token cost; a batch of several queries teaches neither well and is skipped."""
+        if lane == "query" and inputs == 1:
+            self.fixed = _average(self.fixed, max(0.0, seconds - self.per_token * padded_tokens))
+        elif lane == "bulk":
+            # A fixed cost learnt on a quieter moment may exceed this pass: its tokens still
+            # cost something.
+            token_seconds = max(seconds - self.fixed, (1 - EFFICIENCY) * seconds)
+            self.per_token = _average(self.per_token, token_seconds / padded_tokens)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Padded tokens per second of token work; 0 until a bulk pass is measured."""
+        return 1 / self.per_token if self.per_token > 0 else 0.0
+
+    def bulk_tokens(self, bound_ms: float) -> int | None:
+        """Padded tokens of a bulk batch that takes about ``bound_ms``, or more where the fixed
+        cost would otherwise pass a tenth of it; None until a bulk pass is measured."""
+        if self.per_token <= 0:
+            return None
+        within_bound = bound_ms / 1000 - self.fixed
+        efficient = self.fixed * EFFICIENCY / (1 - EFFICIENCY)
+        return max(1, int(max(within_bound, efficient) / self.per_token))
