@@ -127,6 +127,11 @@ class EmbeddingService:
         return True, None
 
     @property
+    def workers(self) -> Workers:
+        """The devices' model threads (the warm-up runs its passes on each with ``run_batch``)."""
+        return self._workers
+
+    @property
     def lanes(self) -> Lanes:
         """The lanes' batch cutting, and each device's pace (token budget and measured speed:
         start-up sizes them)."""
@@ -302,18 +307,6 @@ class EmbeddingService:
         return len(cut)
 
     # ---- the model threads ------------------------------------------------------------
-
-    async def run_batch(
-        self,
-        lane: Lane,
-        kind: ModelKind,
-        tokens: list[Tokenized],
-        record: bool = True,
-        device: int = 0,
-    ) -> list[np.ndarray | None]:
-        """One batch on the model thread of device number ``device`` (``Workers.run_batch``;
-        the warm-up runs its passes this way)."""
-        return await self._workers.run_batch(lane, kind, tokens, record, device)
 
     async def _probe_tokens(self, kind: ModelKind) -> list[Tokenized]:
         """A health probe's input for ``kind``'s model, tokenised on the query lane's thread."""

@@ -117,10 +117,10 @@ async def warm_up(
     width = len(long[0].ids)
     most = batching.max_batch_size
     largest = max(1, min(most, budget.current // width)) if prove_budget else 1
-    await service.run_batch("bulk", "embed", long * largest, record=False, device=device)
+    await service.workers.run_batch("bulk", "embed", long * largest, record=False, device=device)
     if budget.current < budget.ceiling:  # the largest batch did not fit: never try it again
         budget.set_ceiling(budget.current)
     bulk = long * max(1, min(most, pace.bulk_budget() // width))
-    await service.run_batch("bulk", "embed", bulk, record=False, device=device)
+    await service.workers.run_batch("bulk", "embed", bulk, record=False, device=device)
     query = encoder.tokenize([service.format_query("warm-up")])
-    await service.run_batch("query", "embed", query, record=False, device=device)
+    await service.workers.run_batch("query", "embed", query, record=False, device=device)

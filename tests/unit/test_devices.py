@@ -54,6 +54,13 @@ async def entered(*encoders: HeldEncoder | GatedEncoder) -> bool:
     return all([await asyncio.to_thread(e.entered.wait, 5) for e in encoders])
 
 
+def release(*encoders: HeldEncoder) -> None:
+    """Let the batch a held fake is in finish, and every later one pass."""
+    for enc in encoders:
+        enc.hold.clear()
+        enc.release.set()
+
+
 def test_replicas_are_named_by_device_and_numbered_where_one_repeats() -> None:
     assert device_names(["cpu", "cpu"]) == ["cpu/0", "cpu/1"]
     assert device_names(["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1"]
@@ -96,20 +103,16 @@ async def test_a_freed_device_takes_the_query_before_queued_bulk_work() -> None:
         assert await entered(first, second)  # both devices busy, 8 documents still queued
         query = asyncio.create_task(svc.embed([words(99, 10)], input_type="query"))
         await asyncio.sleep(0.05)  # the query is queued behind nothing but the busy devices
-        first.hold.clear()
-        first.release.set()  # only the first device comes free
+        release(first)  # only the first device comes free
         assert (await query).vectors.shape == (1, 64)
         # The first device's batches: bulk, then the query (11 tokens), ahead of the bulk.
         assert first.batches[:2] == [2, 1]
         assert not bulk.done()  # the second device still holds its batch
-        second.hold.clear()
-        second.release.set()
+        release(second)
         out = await bulk
         np.testing.assert_allclose(out.vectors, expected([words(i) for i in range(12)]), atol=1e-6)
     finally:
-        for enc in (first, second):
-            enc.hold.clear()
-            enc.release.set()
+        release(first, second)
         await svc.stop()
 
 
@@ -152,8 +155,7 @@ async def test_a_failing_device_is_dropped_while_the_other_serves_then_rejoins()
         assert isinstance(error, EmbedError) and error.kind is ErrorKind.UNAVAILABLE
         assert "failed on cpu/1" in error.message and "illegal memory" in error.message
         assert svc.health() == (True, None)
-        first.hold.clear()
-        first.release.set()
+        release(first)
         [served] = {one, two} - done
         assert (await served).vectors.shape == (1, 64)
         assert registry.get_sample_value("es_embed_model_failures_total") == 1
@@ -172,12 +174,10 @@ async def test_a_failing_device_is_dropped_while_the_other_serves_then_rejoins()
         assert await entered(first)
         assert (await svc.embed(["served by the second"])).vectors.shape == (1, 64)
         assert second.encoded_inputs == 2  # the probe's input, then that request's
-        first.hold.clear()
-        first.release.set()
+        release(first)
         await held
     finally:
-        first.hold.clear()
-        first.release.set()
+        release(first)
         await svc.stop()
 
 
@@ -231,12 +231,10 @@ async def test_out_of_memory_splits_and_lowers_the_budget_of_its_own_device_only
         first_pace, second_pace = svc.lanes.paces
         assert second_pace.budget.current == 8 * 4 // 2  # below the smallest pass that failed
         assert first_pace.budget.current == 1024
-        first.hold.clear()
-        first.release.set()
+        release(first)
         await held
     finally:
-        first.hold.clear()
-        first.release.set()
+        release(first)
         await svc.stop()
 
 
