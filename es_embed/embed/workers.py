@@ -97,6 +97,12 @@ class Workers:
         self._m_healthy = registry.gauge(
             "es_embed_healthy", "1 while the model threads are healthy (one device is up)."
         )
+        self._m_up = registry.gauge(
+            "es_embed_device_up",
+            "1 while the device takes work; 0 after its model failed, until a probe passes.",
+            ("device",),
+            known=[names],
+        )
 
     @property
     def devices(self) -> list[str]:
@@ -122,6 +128,8 @@ class Workers:
             for w in self._workers
         ]
         self._m_healthy.set(1)
+        for w in self._workers:
+            self._m_up.labels(device=w.device).set(1)
 
     async def stop(self, error: EmbedError) -> None:
         """End every device's loop; a batch still on a model thread is answered ``error``
@@ -185,6 +193,7 @@ class Workers:
         w.failure = f"{which} forward pass failed on {w.device}: {type(exc).__name__}: {exc}"
         w.failed_kind = kind
         self._m_failures.inc()
+        self._m_up.labels(device=w.device).set(0)
         error = unavailable(f"the model is unavailable: {w.failure}")
         _fail(batch, error)
         if all(other.failure is not None for other in self._workers):
@@ -209,6 +218,7 @@ class Workers:
             w.failure = None
             self._failure = None
             self._m_healthy.set(1)
+            self._m_up.labels(device=w.device).set(1)
 
 
 def _deliver(batch: list[Item], rows: list[np.ndarray | None], device: str) -> None:

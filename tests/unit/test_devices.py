@@ -160,6 +160,7 @@ async def test_a_failing_device_is_dropped_while_the_other_serves_then_rejoins()
         assert (await served).vectors.shape == (1, 64)
         assert registry.get_sample_value("es_embed_model_failures_total") == 1
         assert registry.get_sample_value("es_embed_healthy") == 1
+        assert up(registry) == [1, 0]
         # The failed device takes no work while its probe fails; the other takes it all.
         done = await svc.embed([words(i) for i in range(20)])
         np.testing.assert_allclose(done.vectors, expected([words(i) for i in range(20)]), atol=1e-6)
@@ -167,6 +168,7 @@ async def test_a_failing_device_is_dropped_while_the_other_serves_then_rejoins()
         # Its probe passes once the fault is gone, and it takes work again.
         second.failure = None
         await wait_until(lambda: second.forward_calls > 0)  # the probe
+        assert up(registry) == [1, 1]
         first.release.clear()
         first.entered.clear()
         first.hold.set()
@@ -179,6 +181,12 @@ async def test_a_failing_device_is_dropped_while_the_other_serves_then_rejoins()
     finally:
         release(first)
         await svc.stop()
+
+
+def up(registry: Registry) -> list[float | None]:
+    return [
+        registry.get_sample_value("es_embed_device_up", {"device": d}) for d in ("cpu/0", "cpu/1")
+    ]
 
 
 async def wait_until(condition: Any, tries: int = 250) -> None:
@@ -204,6 +212,7 @@ async def test_with_every_device_failing_the_service_is_unhealthy_until_one_reco
         ok, reason = svc.health()
         assert not ok and reason is not None and "device lost" in reason
         assert registry.get_sample_value("es_embed_healthy") == 0
+        assert up(registry) == [0, 0]
         with pytest.raises(EmbedError, match="the model is unavailable"):  # refused at once
             await svc.embed(["y"])
         second.failure = None
