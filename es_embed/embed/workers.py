@@ -161,10 +161,10 @@ class Workers:
         self._lanes.ran(w.pace, lane, tokens, seconds, parts.failed_tokens)
         if parts.failed_tokens is not None:
             log.warning(
-                "out of memory on %s, a batch of %d inputs: split %d times; token budget "
-                "lowered to %d for a while",
-                w.device,
+                "out of memory on a batch of %d inputs%s: split %d times; token budget lowered "
+                "to %d for a while",
                 len(tokens),
+                self._on(w),
                 parts.splits,
                 w.pace.budget.current,
             )
@@ -190,7 +190,7 @@ class Workers:
         self, w: Worker, exc: BaseException, batch: list[Item], kind: ModelKind
     ) -> None:
         which = "reranker" if kind == "rerank" else "model"
-        w.failure = f"{which} forward pass failed on {w.device}: {type(exc).__name__}: {exc}"
+        w.failure = f"{which} forward pass failed{self._on(w)}: {type(exc).__name__}: {exc}"
         w.failed_kind = kind
         self._m_failures.inc()
         self._m_up.labels(device=w.device).set(0)
@@ -212,13 +212,19 @@ class Workers:
                 probe = await self._probe_tokens(w.failed_kind)
                 await w.runner.forward(w.failed_kind, probe)
             except Exception as exc:
-                log.warning("model probe on %s still failing: %s", w.device, exc)
+                log.warning("model probe%s still failing: %s", self._on(w), exc)
                 continue
-            log.info("model probe on %s succeeded; it takes work again", w.device)
+            back = "the embedding service is healthy again" if self._failure else "it takes work"
+            log.info("model probe%s succeeded; %s", self._on(w), back)
             w.failure = None
             self._failure = None
             self._m_healthy.set(1)
             self._m_up.labels(device=w.device).set(1)
+
+    def _on(self, w: Worker) -> str:
+        """Where, in messages: the device, unless there is only one (the messages of one
+        device stay what they were before there could be several)."""
+        return f" on {w.device}" if len(self._workers) > 1 else ""
 
 
 def _deliver(batch: list[Item], rows: list[np.ndarray | None], device: str) -> None:
