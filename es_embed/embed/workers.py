@@ -95,7 +95,7 @@ class Workers:
             "es_embed_model_failures_total", "Forward passes that raised."
         )
         self._m_healthy = registry.gauge(
-            "es_embed_healthy", "1 while the model threads are healthy (one device is up)."
+            "es_embed_healthy", "1 while the service can embed: at least one device is up."
         )
         self._m_up = registry.gauge(
             "es_embed_device_up",
