@@ -30,12 +30,14 @@ class ConfigError(ValueError):
     """A setting is missing, misspelt or out of range; the message names the key."""
 
 
-def setting(default: Any, doc: str, *, secret: bool = False) -> Any:
-    """A dataclass field that carries its own documentation (shown in errors and the example)."""
+def setting(default: Any, doc: str, *, secret: bool = False, alone: tuple[str, ...] = ()) -> Any:
+    """A dataclass field that carries its own documentation (shown in errors and the example);
+    ``alone``: words a list setting also takes bare, as a one-item list (``devices: auto``)."""
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
     # repr=False: a logged or printed Settings must never show a key or a password.
-    return field(default=default, metadata={"doc": doc, "secret": secret}, repr=not secret)
+    meta = {"doc": doc, "secret": secret, "alone": alone}
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class ModelSettings:
     served_name: str | None = setting(None, "Model id reported by the API (default: name).")
     aliases: tuple[str, ...] = setting((), "Other model names the API accepts for this model.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    devices: tuple[str, ...] = setting(
+        (), "A replica per device: [cuda:0, cuda:1], [cpu, cpu], auto (every GPU).", alone=("auto",)
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
         "auto", "auto = bfloat16 on CUDA, float32 on CPU."
     )
@@ -281,7 +286,10 @@ def _build(cls: type, values: Mapping[str, Any], section: str, env: Mapping[str,
         if env_key in env:
             kwargs[name] = _coerce(env[env_key], hints[name], env_key, from_env=True)
         elif name in values:
-            kwargs[name] = _coerce(values[name], hints[name], f"{section}.{name}")
+            value = values[name]
+            if isinstance(value, str) and value in fields[name].metadata.get("alone", ()):
+                value = [value]
+            kwargs[name] = _coerce(value, hints[name], f"{section}.{name}")
     return cls(**kwargs)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,9 @@ BOUNDS: dict[str, tuple[bool, float]] = {
 }
 WHY_BOUND = {"follow.page_size": " (Elasticsearch's default index.max_result_window)"}
 
+# One entry of model.devices ("auto" stands alone); "cuda" is cuda:0, as torch reads it.
+DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
 # Characters Elasticsearch refuses in index names (':' is the remote-cluster separator).
 FORBIDDEN_NAME_CHARS = '\\/*?"<>|,# :'
 
@@ -62,6 +66,7 @@ FORBIDDEN_NAME_CHARS = '\\/*?"<>|,# :'
 def problems(s: Settings) -> Iterator[str]:
     """Every problem of ``s``, in the order of the settings, each naming its setting."""
     yield from _number_problems(s)
+    yield from _device_problems(s)
     state = s.follow.state_index
     if problem := index_name_problem(state):
         yield f"follow.state_index: {problem}"
@@ -82,6 +87,43 @@ def _number_problems(s: Settings) -> Iterator[str]:
             yield f"{key}: must be {'at least' if zero_ok else 'greater than'} 0, got {value}"
         elif value > most:
             yield f"{key}: must be at most {most:.0f}{WHY_BOUND.get(key, '')}, got {value}"
+
+
+def _device_problems(s: Settings) -> Iterator[str]:
+    """model.devices: well formed, one replica per GPU, and not mixed with the one-device
+    settings it replaces (the reranker follows the same devices)."""
+    devices = s.model.devices
+    if not devices:
+        return
+    if s.model.device != "auto":
+        yield (
+            f"model.devices: set together with model.device ({s.model.device!r}); give one "
+            "(devices loads a replica of the model on each)"
+        )
+    if s.reranker.device != "auto":
+        yield (
+            f"reranker.device: {s.reranker.device!r} with model.devices; the reranker gets a "
+            "replica on each of model.devices, so leave reranker.device at auto"
+        )
+    if "auto" in devices and len(devices) > 1:
+        yield f"model.devices: auto stands alone (every visible GPU), got {list(devices)}"
+        return
+    seen: dict[str, int] = {}
+    for i, device in enumerate(devices):
+        if device == "auto":
+            continue
+        if not DEVICE.fullmatch(device):
+            yield (
+                f"model.devices[{i}]: expected cpu, cuda or cuda:N (or auto alone), got {device!r}"
+            )
+            continue
+        gpu = "cuda:0" if device == "cuda" else device
+        if gpu != "cpu" and gpu in seen:
+            yield (
+                f"model.devices[{i}]: {device!r} is also devices[{seen[gpu]}]; one replica per "
+                "GPU (only cpu may repeat: CPU replicas share the host's cores)"
+            )
+        seen.setdefault(gpu, i)
 
 
 def _index_problems(conf: IndexSettings, i: int, state_index: str) -> Iterator[str]:

@@ -54,6 +54,9 @@ class FakeEncoder:
         self.batches: list[int] = []  # batch sizes, in order
         self.failure: BaseException | None = None  # raised by every forward() while set
         self._lock = threading.Lock()
+        # Each word's vector, made once: seeding a generator per token would cost more CPU
+        # than the simulated compute, which must be what a benchmark with the fake measures.
+        self._word_vectors: dict[int, np.ndarray] = {}
 
     @property
     def info(self) -> ModelInfo:
@@ -97,7 +100,11 @@ class FakeEncoder:
     def _vector(self, ids: Sequence[int]) -> np.ndarray:
         total = np.zeros(self._info.hidden_size, dtype=np.float64)
         for i in ids:
-            total += np.random.default_rng(i).standard_normal(self._info.hidden_size)
+            word = self._word_vectors.get(i)
+            if word is None:
+                word = np.random.default_rng(i).standard_normal(self._info.hidden_size)
+                self._word_vectors[i] = word
+            total += word
         return total
 
 

@@ -156,6 +156,7 @@ def startup_summary(app: web.Application, settings: Settings) -> str:
     indices = ", ".join(i.name for i in settings.indices) or "none"
     follow = f"following {len(app[FOLLOWERS])} index(es)" if FOLLOWERS in app else "follow off"
     ranker = app[SERVICE].reranker_info
+    devices = ", ".join(app[SERVICE].devices)  # one model replica on each
     rerank = (
         f"reranker {ranker.model_id} ({ranker.family} family, {ranker.device}, {ranker.dtype}, "
         f"max {ranker.max_length} tokens per pair)"
@@ -163,7 +164,7 @@ def startup_summary(app: web.Application, settings: Settings) -> str:
         else "no reranker"
     )
     return (
-        f"es-embed serving {info.model_id} ({info.hidden_size} dims, {info.device}, "
+        f"es-embed serving {info.model_id} ({info.hidden_size} dims, {devices}, "
         f"{info.dtype}, max {info.max_length} tokens) on {_address(settings)}; {rerank}; "
         f"{auth}; indices: {indices}; {follow}"
     )

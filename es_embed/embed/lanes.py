@@ -1,15 +1,14 @@
-"""The two lanes in front of the model: admission, batch cutting and the bulk hold.
+"""The two lanes in front of the models: admission, batch cutting and the bulk hold.
 
 The query lane always goes first, so an interactive query waits for at most the batch in flight;
-and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time, from the
-model's speed measured as it runs (``speed.py``: a fixed cost per pass plus a cost per padded
-token; never so small that fixed costs eat the back-fill), so that wait stays short even while a
-back-fill saturates the model. A faster device gets larger bulk batches by itself. A client that
-sends its next query right after an answer also finds the model free: bulk work is held for a
-few ms after each answered query while queries arrive that way (anticipation). Every batch fits
-the token budget (``memory.py``), which an out-of-memory error lowers for a while. Admission is
-bounded per lane (429 beyond it). This module never runs the model: the service asks it for the
-next batch, runs it, and reports how long the batch took.
+and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time on the device
+that takes it, from that device's measured speed (``pace.py``, ``speed.py``), so that wait stays
+short even while a back-fill saturates every device. A client that sends its next query right
+after an answer also finds a device free: bulk work is held for a few ms after each answered
+query while queries arrive that way (anticipation). Every batch fits its device's token budget
+(``memory.py``), which an out-of-memory error lowers for a while. Admission is bounded per lane
+(429 beyond it). This module never runs a model: each device's worker asks it for the next batch
+with that device's pace, runs it, and reports how long the batch took.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ import time
 from collections import deque
 
 from es_embed.config import BatchSettings
-from es_embed.embed.batching import Item, Request, cut_batch, padded_cost
-from es_embed.embed.memory import FIXED_TOKEN_BUDGET, TokenBudget
+from es_embed.embed.batching import Item, Request, cut_batch
+from es_embed.embed.pace import Pace
 from es_embed.embed.protocol import Lane, Tokenized
-from es_embed.embed.speed import PassSpeed
 from es_embed.errors import EmbedError, overloaded
 from es_embed.metrics import Registry
 
@@ -35,7 +33,7 @@ SORT_WINDOW = 256
 
 
 class Lanes:
-    def __init__(self, batching: BatchSettings, registry: Registry) -> None:
+    def __init__(self, batching: BatchSettings, registry: Registry, devices: int = 1) -> None:
         self._batching = batching
         self._queues: dict[Lane, deque[Item]] = {lane: deque() for lane in LANES}
         self._seq = 0
@@ -45,8 +43,7 @@ class Lanes:
         # has shown its pace, assume so.
         self._back_to_back = True
         self._bulk_waiting_since = 0.0  # last bulk batch, or when the bulk lane filled
-        self.speed = PassSpeed()  # learnt from every pass that fitted in memory
-        self.budget = TokenBudget(batching.max_batch_tokens or FIXED_TOKEN_BUDGET)
+        self.paces = [Pace(batching) for _ in range(devices)]  # one per device, in order
         self._m_queue = registry.gauge(
             "es_embed_queue_depth", "Inputs waiting, by lane.", ("lane",), known=[LANES]
         )
@@ -59,7 +56,7 @@ class Lanes:
         self._m_budget = registry.gauge(
             "es_embed_batch_token_budget",
             "Padded tokens the next batch may hold, by lane (the token budget; for bulk, also "
-            "cut to max_bulk_batch_ms of model time).",
+            "cut to max_bulk_batch_ms of model time); with several devices, the smallest.",
             ("lane",),
             known=[LANES],
         )
@@ -107,10 +104,11 @@ class Lanes:
             queue.clear()
         self._update_depth()
 
-    async def next_batch(self) -> tuple[Lane, list[Item]]:
-        """Wait for the next batch: query work first, bulk work once its hold is over."""
+    async def next_batch(self, pace: Pace) -> tuple[Lane, list[Item]]:
+        """Wait for the next batch cut for the device of ``pace``: query work first, bulk work
+        once its hold is over. Every free device waits here; each batch goes to one of them."""
         while True:
-            picked = self._pick()
+            picked = self._pick(pace)
             if picked is not None:
                 if picked[0] == "bulk":
                     self._bulk_waiting_since = time.monotonic()
@@ -122,62 +120,35 @@ class Lanes:
                 await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
 
     def ran(
-        self, lane: Lane, tokens: list[Tokenized], seconds: float, failed_tokens: int | None = None
+        self,
+        pace: Pace,
+        lane: Lane,
+        tokens: list[Tokenized],
+        seconds: float,
+        failed_tokens: int | None = None,
     ) -> None:
-        """A batch came off the model: learn its speed and whether it fitted in memory
-        (``failed_tokens``: the smallest pass of it that did not); an answered query may start
-        a hold."""
-        if failed_tokens is not None:
-            self.budget.out_of_memory(failed_tokens)
-        else:
-            self.budget.fitted()
-            # A batch that was split is not learnt from: its time includes failed passes.
-            self.speed.learn(lane, len(tokens), padded_cost([len(t.ids) for t in tokens]), seconds)
+        """A batch came off the device of ``pace`` (which learns from it, ``Pace.ran``); an
+        answered query may start a hold."""
+        pace.ran(lane, tokens, seconds, failed_tokens)
         if lane == "query":
             self._query_answered = time.monotonic()
         self._update_budget()
 
-    @property
-    def tokens_per_second(self) -> float:
-        """The measured speed of token work (padded tokens per second); 0 until measured."""
-        return self.speed.tokens_per_second
-
-    def bulk_budget(self) -> int:
-        """Padded tokens of the next bulk batch: the token budget, cut to about
-        max_bulk_batch_ms of model time at the measured speed (``speed.py``; the token budget
-        alone until a pass is measured: the service's start-up warm-up measures one)."""
-        budget = self.budget.current
-        bound_ms = self._batching.max_bulk_batch_ms
-        timed = self.speed.bulk_tokens(bound_ms) if bound_ms > 0 else None
-        return budget if timed is None else min(budget, timed)
-
-    def describe(self, how: str) -> str:
-        """The token budget (chosen ``how``) and the bulk bound, as the start-up log says."""
-        text = f"token budget {self.budget.current:,} ({how})"
-        if self._batching.max_bulk_batch_ms > 0 and self.speed.per_token > 0:
-            text += (
-                f"; bulk batches up to {self._batching.max_bulk_batch_ms:g} ms = "
-                f"{self.bulk_budget():,} tokens at {self.tokens_per_second:,.0f} tokens/s "
-                f"(+{self.speed.fixed * 1000:.1f} ms per pass)"
-            )
-        return text
-
     def _update_budget(self) -> None:
-        self._m_budget.labels(lane="query").set(self.budget.current)
-        self._m_budget.labels(lane="bulk").set(self.bulk_budget())
+        self._m_budget.labels(lane="query").set(min(p.budget.current for p in self.paces))
+        self._m_budget.labels(lane="bulk").set(min(p.bulk_budget() for p in self.paces))
 
     def _update_depth(self) -> None:
         for lane, queue in self._queues.items():
             self._m_queue.labels(lane=lane).set(len(queue))
 
-    def _pick(self) -> tuple[Lane, list[Item]] | None:
+    def _pick(self, pace: Pace) -> tuple[Lane, list[Item]] | None:
         b = self._batching
         for lane in LANES:
             if lane == "bulk" and self._bulk_hold() > 0:
                 return None
-            max_tokens = self.bulk_budget() if lane == "bulk" else self.budget.current
             window = max(4 * b.max_batch_size, SORT_WINDOW)
-            batch = cut_batch(self._queues[lane], max_tokens, b.max_batch_size, window)
+            batch = cut_batch(self._queues[lane], pace.max_tokens(lane), b.max_batch_size, window)
             if batch:
                 return lane, batch
         return None

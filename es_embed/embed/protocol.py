@@ -1,10 +1,11 @@
 """The narrow seams between the batcher and its models.
 
-An ``Encoder`` tokenises (any thread) and runs forward passes (only ever on the one model
-thread). Everything above it (batcher, API, follower, search) is tested with a
-deterministic fake that implements this protocol; the real model sits in ``encoder.py``.
+An ``Encoder`` tokenises (any thread) and runs forward passes (only ever on its device's one
+model thread; ``model.devices`` loads one encoder per device). Everything above it (batcher,
+API, follower, search) is tested with a deterministic fake that implements this protocol;
+the real model sits in ``encoder.py``.
 A ``Reranker`` (optional, ``reranker.py``) has the same two halves for (query, document)
-pairs, so its pairs queue in the same lanes and run on the same model thread.
+pairs, so its pairs queue in the same lanes and run on the same model threads.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""The one model thread: every forward pass of the embedder and the reranker runs here.
+"""One device's model thread: every forward pass of that device's embedder and reranker
+replicas runs here.
 
-One thread because one accelerator runs one batch at a time anyway, and because a model
-called from two threads at once is not safe. A batch holds one kind of work (``batching.py``);
-``run`` sends it to its model, splits it in halves while it runs out of memory
-(``memory.py``), refuses output that is non-finite or mis-shaped (so a broken model fails
-loudly instead of serving garbage), and records the batch metrics.
+One thread per device because one accelerator runs one batch at a time anyway, and because a
+model called from two threads at once is not safe (``workers.py`` runs one of these per
+device). A batch holds one kind of work (``batching.py``); ``run`` sends it to its model,
+splits it in halves while it runs out of memory (``memory.py``), refuses output that is
+non-finite or mis-shaped (so a broken model fails loudly instead of serving garbage), and
+records the batch metrics: the service's totals, and per device its batches and model time.
 """
 
 from __future__ import annotations
@@ -24,10 +26,17 @@ from es_embed.metrics import SIZE_BUCKETS, Registry
 
 
 class ModelRunner:
-    def __init__(self, encoder: Encoder, reranker: Reranker | None, registry: Registry) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        reranker: Reranker | None,
+        registry: Registry,
+        device: str = "",
+    ) -> None:
         self._encoder = encoder
         self._reranker = reranker
         self._thread: ThreadPoolExecutor | None = None
+        self.device = device or encoder.info.device  # its name in metrics and log lines
         r = registry
         self._m_batch_size = r.histogram(
             "es_embed_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS
@@ -46,9 +55,20 @@ class ModelRunner:
         self._m_oom_splits = r.counter(
             "es_embed_oom_splits_total", "Batches split in halves after running out of memory."
         )
+        known = [[self.device]]
+        self._m_device_batches = r.counter(
+            "es_embed_device_batches_total", "Batches run, by device.", ("device",), known=known
+        ).labels(device=self.device)
+        self._m_device_seconds = r.counter(
+            "es_embed_device_forward_seconds_total",
+            "Model time, by device (its rate is how busy the device is).",
+            ("device",),
+            known=known,
+        ).labels(device=self.device)
 
     def start(self) -> None:
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="es-embed-model")
+        name = "es-embed-model-" + self.device.replace(":", "").replace("/", "-")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
 
     def shutdown(self) -> None:
         if self._thread is not None:
@@ -76,6 +96,8 @@ class ModelRunner:
         self._m_forward.observe(seconds)
         self._m_tokens.labels(lane=lane).inc(real)
         self._m_tps.set(real / seconds if seconds > 0 else 0.0)
+        self._m_device_batches.inc()
+        self._m_device_seconds.inc(seconds)
 
     async def forward(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
         """A forward pass on the model thread, not recorded (health probes use it)."""

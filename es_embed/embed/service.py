@@ -1,14 +1,15 @@
-"""EmbeddingService: the asyncio front end of the models running on one dedicated thread.
+"""EmbeddingService: the asyncio front end of the models, each device's on its own thread.
 
-Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
-cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
-flood never delays a query's tokenisation). A batch that runs out of memory is split and
-retried (``memory.py``): only an input that cannot fit even alone is refused (413). Any
-other model failure fails every waiting request with 503 and marks the service unhealthy
-until a probe succeeds. ``startup.py`` builds one from the settings.
+Two lanes feed the models (``lanes.py``: the query lane first, bounded admission, batch
+cutting); each device's replica takes the next batch when it is free (``workers.py``).
+Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk flood never
+delays a query's tokenisation). A batch that runs out of memory is split and retried
+(``memory.py``): only an input that cannot fit even alone is refused (413). Any other model
+failure fails its waiters with 503 and takes its device out until a probe succeeds; with no
+device left, the service is unhealthy. ``startup.py`` builds one from the settings.
 
 An optional reranker shares all of it: its pairs queue on the query lane, with the same
-admission and metrics, and run on the same thread, one model per batch (``batching.py``).
+admission and metrics, and run on the same threads, one model per batch (``batching.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from es_embed.config import DEFAULT_QUERY_TASK, BatchSettings, ModelSettings
-from es_embed.embed.batching import Item, Request
+from es_embed.embed.batching import Request
 from es_embed.embed.lanes import LANES, Lanes
-from es_embed.embed.memory import too_large_for_memory
 from es_embed.embed.protocol import (
     Encoder,
     InputType,
@@ -38,7 +38,7 @@ from es_embed.embed.protocol import (
     Tokenized,
 )
 from es_embed.embed.results import Embeddings, Reranked, truncate_and_normalize
-from es_embed.embed.runner import ModelRunner
+from es_embed.embed.workers import Replica, Workers
 from es_embed.errors import EmbedError, ErrorKind, invalid, not_found, unavailable
 from es_embed.metrics import Registry
 
@@ -61,29 +61,25 @@ class EmbeddingService:
         model: ModelSettings,
         registry: Registry | None = None,
         reranker: Reranker | None = None,
+        *,
+        replicas: Sequence[Replica] = (),
     ) -> None:
+        """``encoder`` and ``reranker`` run on the first device; ``replicas`` are the copies
+        of them on each further device (``model.devices``)."""
         self._encoder = encoder
         self._reranker = reranker
         self._batching = batching
         self._model = model
         registry = registry or Registry()
-        self._lanes = Lanes(batching, registry)
-        self._scheduler: asyncio.Task[None] | None = None
-        self._prober: asyncio.Task[None] | None = None
-        self._runner = ModelRunner(encoder, reranker, registry)
+        every = [Replica(encoder, reranker), *replicas]
+        self._lanes = Lanes(batching, registry, devices=len(every))
+        self._workers = Workers(every, self._lanes, batching, registry, self._probe_tokens)
+        self._started = False
         self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
-        self._failure: str | None = None
-        self._failed: ModelKind = "embed"  # the model the probe must see working again
         self._stopping = False
-        self._in_flight: list[Item] = []  # the batch on the model thread (drained on stop)
-        self._metrics(registry)
-
-    def _metrics(self, r: Registry) -> None:
-        self._m_truncated = r.counter(
+        self._m_truncated = registry.counter(
             "es_embed_truncated_inputs_total", "Inputs cut to max_length."
         )
-        self._m_failures = r.counter("es_embed_model_failures_total", "Forward passes that raised.")
-        self._m_healthy = r.gauge("es_embed_healthy", "1 while the model thread is healthy.")
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -95,50 +91,50 @@ class EmbeddingService:
     def reranker_info(self) -> RerankerInfo | None:
         return self._reranker.info if self._reranker is not None else None
 
+    @property
+    def devices(self) -> list[str]:
+        """Each model replica's device, in order (numbered where a device repeats)."""
+        return self._workers.devices
+
     async def start(self) -> None:
-        self._runner.start()
         self._tokenizers = {
             lane: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{lane}") for lane in LANES
         }
-        self._scheduler = asyncio.create_task(self._schedule(), name="es-embed-scheduler")
-        self._m_healthy.set(1)
+        self._workers.start()
+        self._started = True
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
         """Refuse new work, let queued work finish for up to ``drain_seconds``, fail the rest."""
         self._stopping = True
         deadline = time.monotonic() + drain_seconds
-        while (self._lanes.pending() or self._in_flight) and time.monotonic() < deadline:
+        while (self._lanes.pending() or self._workers.busy()) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        for task in (self._scheduler, self._prober):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
         error = unavailable("the embedding service is shutting down")
-        # A batch still on the model thread when the drain time ran out: its waiters get 503
-        # rather than waiting forever for a scheduler that is gone.
-        for item in self._in_flight:
-            if not item.request.future.done():
-                item.request.future.set_exception(error)
-        self._in_flight = []
+        await self._workers.stop(error)
         self._lanes.fail_all(error)
-        self._runner.shutdown()
         for pool in self._tokenizers.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
     def health(self) -> tuple[bool, str | None]:
         if self._stopping:
             return False, "shutting down"
-        if self._scheduler is None:
+        if not self._started:
             return False, "not started"
-        if self._scheduler.done():
+        if self._workers.stopped():
             return False, "batch scheduler stopped"
-        if self._failure is not None:
-            return False, self._failure
+        if self._workers.failure is not None:
+            return False, self._workers.failure
         return True, None
 
     @property
+    def workers(self) -> Workers:
+        """The devices' model threads (the warm-up runs its passes on each with ``run_batch``)."""
+        return self._workers
+
+    @property
     def lanes(self) -> Lanes:
-        """The lanes' batch cutting, token budget and measured speed (start-up sizes them)."""
+        """The lanes' batch cutting, and each device's pace (token budget and measured speed:
+        start-up sizes them)."""
         return self._lanes
 
     # ---- request helpers -------------------------------------------------------------
@@ -290,8 +286,8 @@ class EmbeddingService:
     def _admit(self, lane: Lane, n: int) -> None:
         if self._stopping:
             raise unavailable("the embedding service is shutting down")
-        if self._failure is not None:
-            raise unavailable(f"the model is unavailable: {self._failure}")
+        if self._workers.failure is not None:
+            raise unavailable(f"the model is unavailable: {self._workers.failure}")
         self._lanes.admit(lane, n)
 
     def _check_lengths(self, tokens: list[Tokenized]) -> int:
@@ -310,85 +306,13 @@ class EmbeddingService:
             self._m_truncated.inc(len(cut))
         return len(cut)
 
-    # ---- the model thread --------------------------------------------------------------
+    # ---- the model threads ------------------------------------------------------------
 
-    async def _schedule(self) -> None:
-        while True:
-            lane, batch = await self._lanes.next_batch()
-            kind = batch[0].request.kind  # one model per batch (cut_batch)
-            self._in_flight = batch
-            try:
-                rows = await self.run_batch(lane, kind, [it.tokens for it in batch])
-            except Exception as exc:  # any model failure: fail waiters, go unhealthy, probe
-                self._in_flight = []
-                self._on_model_failure(exc, batch, kind)
-                continue
-            self._in_flight = []
-            self._deliver(batch, rows)
+    async def _probe_tokens(self, kind: ModelKind) -> list[Tokenized]:
+        """A health probe's input for ``kind``'s model, tokenised on the query lane's thread."""
+        return await self._tokenize("query", self._probe_input, kind)
 
-    async def run_batch(
-        self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], record: bool = True
-    ) -> list[np.ndarray | None]:
-        """One batch on the model thread (the scheduler's, or the warm-up's), split while it
-        runs out of memory; its time and whether it fitted go to the lanes (the metrics only
-        if ``record``). None for an input that does not fit even alone."""
-        started = time.perf_counter()
-        parts = await self._runner.run(lane, kind, tokens, record)
-        seconds = time.perf_counter() - started
-        self._lanes.ran(lane, tokens, seconds, parts.failed_tokens)
-        if parts.failed_tokens is not None:
-            log.warning(
-                "out of memory on a batch of %d inputs: split %d times; token budget lowered "
-                "to %d for a while",
-                len(tokens),
-                parts.splits,
-                self._lanes.budget.current,
-            )
-        return parts.rows
-
-    def _deliver(self, batch: list[Item], rows: list[np.ndarray | None]) -> None:
-        for item, vector in zip(batch, rows, strict=True):
-            req = item.request
-            if req.cancelled or req.future.done():
-                continue
-            if vector is None:
-                req.future.set_exception(too_large_for_memory(item, self.info.device))
-                continue
-            req.vectors[item.index] = vector
-            req.remaining -= 1
-            if req.remaining == 0:
-                req.future.set_result(np.stack(req.vectors))
-
-    def _on_model_failure(self, exc: BaseException, batch: list[Item], kind: ModelKind) -> None:
-        which = "reranker" if kind == "rerank" else "model"
-        self._failure = f"{which} forward pass failed: {type(exc).__name__}: {exc}"
-        self._failed = kind
-        log.error("%s; failing waiting requests and probing for recovery", self._failure)
-        self._m_failures.inc()
-        self._m_healthy.set(0)
-        error = unavailable(f"the model is unavailable: {self._failure}")
-        for item in batch:
-            if not item.request.future.done():
-                item.request.future.set_exception(error)
-        self._lanes.fail_all(error)
-        if self._prober is None or self._prober.done():
-            self._prober = asyncio.create_task(self._probe_until_healthy())
-
-    async def _probe_until_healthy(self) -> None:
-        while self._failure is not None and not self._stopping:
-            await asyncio.sleep(self._batching.probe_interval_seconds)
-            kind = self._failed
-            try:
-                probe = await self._tokenize("query", self._probe_tokens, kind)
-                await self._runner.forward(kind, probe)
-            except Exception as exc:
-                log.warning("model probe still failing: %s", exc)
-                continue
-            log.info("model probe succeeded; the embedding service is healthy again")
-            self._failure = None
-            self._m_healthy.set(1)
-
-    def _probe_tokens(self, kind: ModelKind) -> list[Tokenized]:
+    def _probe_input(self, kind: ModelKind) -> list[Tokenized]:
         if kind == "rerank" and self._reranker is not None:
             return self._reranker.tokenize_pairs("health probe", ["health probe"])
         return self._encoder.tokenize(["health probe"])

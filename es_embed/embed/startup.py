@@ -1,6 +1,6 @@
-"""Building the service from the settings: load the models, and for ``serve`` size the
-token budget from the device, warm the model up and log what was chosen, all before the
-server answers anything.
+"""Building the service from the settings: load the models (a replica on each of
+``model.devices``, ``devices.py``), and for ``serve`` size each device's token budget from its
+memory, warm each replica up and log what was chosen, all before the server answers anything.
 
 The warm-up runs the shapes the model will see before the first request does, so the first
 request is not slow (CUDA kernels, allocator pools) and the first bulk batch is already cut
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from es_embed.config import BatchSettings, Settings
 from es_embed.embed.protocol import Encoder, Reranker
 from es_embed.embed.service import EmbeddingService
+from es_embed.embed.workers import Replica
 from es_embed.metrics import Registry
 
 if TYPE_CHECKING:  # torch: imported only when a model is loaded
@@ -47,41 +48,52 @@ async def embedding_service(
     gets its token budget from the device and runs its warm-up before this yields, which is
     before the server answers anything, /health included.
     """
-    loaded = None
+    loaded: list[HFEncoder] = []
+    replicas: list[Replica] = []
     if encoder is None:
-        from es_embed.embed.encoder import load_encoder  # heavy (torch): only when needed
+        from es_embed.embed.devices import load_replicas  # heavy (torch): only when needed
 
-        encoder = loaded = await asyncio.to_thread(load_encoder, settings.model)
-    if reranker is None and with_reranker and settings.reranker.name:
+        rerank = reranker is None and with_reranker and bool(settings.reranker.name)
+        loaded, rerankers = await asyncio.to_thread(load_replicas, settings, rerank)
+        if reranker is not None and len(loaded) > 1:  # a model is called from one thread
+            raise ValueError("a reranker given to the service runs on one device, not several")
+        encoder, reranker = loaded[0], rerankers[0] if rerank else reranker
+        replicas = [Replica(e, r) for e, r in zip(loaded[1:], rerankers[1:], strict=True)]
+    elif reranker is None and with_reranker and settings.reranker.name:
         from es_embed.embed.rerank import load_reranker
 
         reranker = await asyncio.to_thread(load_reranker, settings.reranker)
     service = EmbeddingService(
-        encoder, settings.batching, settings.model, registry, reranker=reranker
+        encoder, settings.batching, settings.model, registry, reranker=reranker, replicas=replicas
     )
     await service.start()
     try:
-        if loaded is not None and warm_up:
+        if loaded and warm_up:
             await start_up(service, loaded, settings.batching)
         yield service
     finally:
         await service.stop()
 
 
-async def start_up(service: EmbeddingService, encoder: HFEncoder, batching: BatchSettings) -> None:
-    """Budget from the device, warm-up, and one log line saying device, dtype, memory in use,
-    the token budget and how it was chosen, and the bulk bound at the measured speed."""
-    budget, how = encoder.token_budget(batching.max_batch_tokens)
-    await warm_up(service, encoder, batching, budget, prove_budget=encoder.info.device != "cpu")
-    info = encoder.info
-    log.info(
-        "model ready: %s on %s (%s), memory %s; %s",
-        info.model_id,
-        info.device,
-        info.dtype,
-        encoder.memory_in_use(),
-        service.lanes.describe(how),
-    )
+async def start_up(
+    service: EmbeddingService, encoders: list[HFEncoder], batching: BatchSettings
+) -> None:
+    """For each device's replica in turn: budget from the device, warm-up, and one log line
+    saying device, dtype, memory in use, the token budget and how it was chosen, and the bulk
+    bound at the measured speed."""
+    for device, encoder in enumerate(encoders):
+        budget, how = encoder.token_budget(batching.max_batch_tokens)
+        prove = encoder.info.device != "cpu"
+        await warm_up(service, encoder, batching, budget, prove_budget=prove, device=device)
+        info = encoder.info
+        log.info(
+            "model ready: %s on %s (%s), memory %s; %s",
+            info.model_id,
+            service.devices[device],
+            info.dtype,
+            encoder.memory_in_use(),
+            service.lanes.paces[device].describe(how),
+        )
 
 
 async def warm_up(
@@ -90,23 +102,25 @@ async def warm_up(
     batching: BatchSettings,
     token_budget: int | None = None,
     prove_budget: bool = True,
+    device: int = 0,
 ) -> None:
-    """The largest batch the token budget allows (``prove_budget``: it shows the budget fits,
-    and one that does not is halved until it does; pointless in host memory, which swaps
-    rather than fails), a bulk batch of about max_bulk_batch_ms (whose measured speed bounds
-    the first real one), and a lone query. None of it counts in the batch metrics."""
-    lanes = service.lanes
-    budget = lanes.budget
+    """On device number ``device``: the largest batch the token budget allows
+    (``prove_budget``: it shows the budget fits, and one that does not is halved until it
+    does; pointless in host memory, which swaps rather than fails), a bulk batch of about
+    max_bulk_batch_ms (whose measured speed bounds the first real one), and a lone query. None
+    of it counts in the batch metrics."""
+    pace = service.lanes.paces[device]
+    budget = pace.budget
     if token_budget is not None:
         budget.set_ceiling(token_budget)
     long = encoder.tokenize([" ".join(["warm"] * WARMUP_WIDTH)])
     width = len(long[0].ids)
     most = batching.max_batch_size
     largest = max(1, min(most, budget.current // width)) if prove_budget else 1
-    await service.run_batch("bulk", "embed", long * largest, record=False)
+    await service.workers.run_batch("bulk", "embed", long * largest, record=False, device=device)
     if budget.current < budget.ceiling:  # the largest batch did not fit: never try it again
         budget.set_ceiling(budget.current)
-    bulk = long * max(1, min(most, lanes.bulk_budget() // width))
-    await service.run_batch("bulk", "embed", bulk, record=False)
+    bulk = long * max(1, min(most, pace.bulk_budget() // width))
+    await service.workers.run_batch("bulk", "embed", bulk, record=False, device=device)
     query = encoder.tokenize([service.format_query("warm-up")])
-    await service.run_batch("query", "embed", query, record=False)
+    await service.workers.run_batch("query", "embed", query, record=False, device=device)

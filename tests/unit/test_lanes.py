@@ -1,7 +1,8 @@
 """Bulk batches bounded by model time: the cut from the measured speed, and the token budget.
 
-The lanes are fed measured times directly (``ran``), so every expectation is exact; the
-service-level test runs the fake encoder's ``seconds_per_token`` through a real warm-up.
+The lanes are fed measured times directly (``ran``, for one device's pace), so every
+expectation is exact; the service-level test runs the fake encoder's ``seconds_per_token``
+through a real warm-up.
 """
 
 from __future__ import annotations
@@ -34,90 +35,100 @@ def enqueue(lanes: Lanes, lane: Lane, lengths: list[int]) -> None:
 
 async def test_bulk_batch_is_cut_to_the_bound_at_the_measured_speed() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([100]), 0.01)  # 0.1 ms per padded token
-    assert ln.bulk_budget() == 250  # 25 ms of model time
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)  # 0.1 ms per padded token
+    assert pace.bulk_budget() == 250  # 25 ms of model time
     enqueue(ln, "bulk", [10] * 30)
-    lane, batch = await ln.next_batch()
+    lane, batch = await ln.next_batch(pace)
     assert lane == "bulk" and len(batch) == 25  # 25 x 10 padded tokens = 250
 
 
 async def test_speed_is_a_moving_average_of_bulk_batches_only() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([100]), 0.01)
-    ln.ran("query", tokens([5, 5]), 0.5)  # several queries: neither fixed nor token cost
-    assert ln.bulk_budget() == 250 and ln.speed.fixed == 0
-    ln.ran("bulk", tokens([50, 50]), 0.02)  # 0.2 ms per token: average 0.8 x 0.1 + 0.2 x 0.2
-    assert ln.bulk_budget() == int(0.025 / 0.00012)
-    assert ln.tokens_per_second == pytest.approx(1 / 0.00012)
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)
+    ln.ran(pace, "query", tokens([5, 5]), 0.5)  # several queries: neither fixed nor token cost
+    assert pace.bulk_budget() == 250 and pace.speed.fixed == 0
+    ln.ran(pace, "bulk", tokens([50, 50]), 0.02)  # 0.2 ms per token: average 0.8 x 0.1 + 0.2 x 0.2
+    assert pace.bulk_budget() == int(0.025 / 0.00012)
+    assert pace.tokens_per_second == pytest.approx(1 / 0.00012)
 
 
 async def test_a_lone_query_teaches_the_fixed_cost_of_a_pass() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([100]), 0.01)  # 0.1 ms per token, no fixed cost known yet
-    ln.ran("query", tokens([10]), 0.003)  # 1 ms of tokens: 2 ms fixed
-    assert ln.speed.fixed == pytest.approx(0.002)
-    ln.ran("bulk", tokens([100]), 0.012)  # 2 ms fixed + 10 ms of tokens: still 0.1 ms a token
-    assert ln.speed.per_token == pytest.approx(0.0001)
-    assert ln.bulk_budget() == pytest.approx(230, abs=1)  # (25 - 2) ms of tokens (floored)
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)  # 0.1 ms per token, no fixed cost known yet
+    ln.ran(pace, "query", tokens([10]), 0.003)  # 1 ms of tokens: 2 ms fixed
+    assert pace.speed.fixed == pytest.approx(0.002)
+    ln.ran(pace, "bulk", tokens([100]), 0.012)  # 2 ms fixed + 10 ms of tokens: 0.1 ms a token
+    assert pace.speed.per_token == pytest.approx(0.0001)
+    assert pace.bulk_budget() == pytest.approx(230, abs=1)  # (25 - 2) ms of tokens (floored)
 
 
 async def test_a_large_fixed_cost_keeps_bulk_batches_efficient() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([100]), 0.01)
-    ln.ran("query", tokens([10]), 0.011)  # 10 ms fixed: a 25 ms batch would be 40% overhead
-    ln.ran("bulk", tokens([100]), 0.02)
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)
+    ln.ran(pace, "query", tokens([10]), 0.011)  # 10 ms fixed: a 25 ms batch would be 40% of it
+    ln.ran(pace, "bulk", tokens([100]), 0.02)
     # The batch grows until the fixed cost is a tenth of it: 90 ms of tokens, not 15.
-    assert ln.bulk_budget() == pytest.approx(900, abs=1)  # floored
+    assert pace.bulk_budget() == pytest.approx(900, abs=1)  # floored
 
 
 async def test_a_stale_fixed_cost_still_leaves_the_tokens_a_cost() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([100]), 0.01)
-    ln.ran("query", tokens([1]), 0.0501)  # 50 ms fixed on a busy moment
-    ln.ran("bulk", tokens([100]), 0.02)  # faster than the fixed cost alone: a tenth is tokens
-    assert ln.speed.per_token == pytest.approx(0.8 * 0.0001 + 0.2 * 0.00002)
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)
+    ln.ran(pace, "query", tokens([1]), 0.0501)  # 50 ms fixed on a busy moment
+    ln.ran(pace, "bulk", tokens([100]), 0.02)  # faster than the fixed cost alone: a tenth is tokens
+    assert pace.speed.per_token == pytest.approx(0.8 * 0.0001 + 0.2 * 0.00002)
 
 
 async def test_no_bound_fills_the_token_budget() -> None:
     ln = lanes(max_bulk_batch_ms=0)
-    ln.ran("bulk", tokens([100]), 0.01)
-    assert ln.bulk_budget() == 16384
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)
+    assert pace.bulk_budget() == 16384
     enqueue(ln, "bulk", [10] * 30)
-    assert len((await ln.next_batch())[1]) == 30
+    assert len((await ln.next_batch(pace))[1]) == 30
 
 
 async def test_until_a_pass_is_measured_bulk_batches_fill_the_token_budget() -> None:
     ln = lanes(max_batch_tokens=200)
-    assert ln.bulk_budget() == 200
+    pace = ln.paces[0]
+    assert pace.bulk_budget() == 200
     enqueue(ln, "bulk", [10] * 30)
-    assert len((await ln.next_batch())[1]) == 20
+    assert len((await ln.next_batch(pace))[1]) == 20
 
 
 async def test_queries_are_cut_by_the_token_budget_not_the_bound() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([100]), 0.01)
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)
     enqueue(ln, "query", [10] * 30)
     enqueue(ln, "bulk", [10] * 30)
-    lane, batch = await ln.next_batch()
+    lane, batch = await ln.next_batch(pace)
     assert lane == "query" and len(batch) == 30
 
 
 async def test_a_slow_model_still_gets_one_input_per_bulk_batch() -> None:
     ln = lanes(max_bulk_batch_ms=25)
-    ln.ran("bulk", tokens([10]), 1.0)  # 100 ms per token: not even one token fits 25 ms
-    assert ln.bulk_budget() == 1
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([10]), 1.0)  # 100 ms per token: not even one token fits 25 ms
+    assert pace.bulk_budget() == 1
     enqueue(ln, "bulk", [10] * 3)
-    assert len((await ln.next_batch())[1]) == 1  # the oldest input always goes
+    assert len((await ln.next_batch(pace))[1]) == 1  # the oldest input always goes
 
 
 async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -> None:
     registry = Registry()
     ln = Lanes(BatchSettings(max_bulk_batch_ms=25), registry)
-    ln.ran("bulk", tokens([100]), 0.01)
-    ln.ran("bulk", tokens([10] * 32), 0.5, failed_tokens=320)  # did not fit: not learnt
-    assert ln.budget.current == 160 and ln.bulk_budget() == 160
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)
+    ln.ran(pace, "bulk", tokens([10] * 32), 0.5, failed_tokens=320)  # did not fit: not learnt
+    assert pace.budget.current == 160 and pace.bulk_budget() == 160
     enqueue(ln, "query", [10] * 30)
-    assert len((await ln.next_batch())[1]) == 16
+    assert len((await ln.next_batch(pace))[1]) == 16
     for lane in ("query", "bulk"):
         assert registry.get_sample_value("es_embed_batch_token_budget", {"lane": lane}) == 160
 
