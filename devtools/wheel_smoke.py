@@ -10,14 +10,16 @@
    and a bad argument to each: exit code 2 and one ``error:`` line (while a test node
    starts: ``ES_URL``, else devtools/es_node.py);
 4. ``es-embed setup``;
-5. at once: ``es-embed ingest FILE.jsonl`` and ``ingest DIR`` (.txt, .md, .html, .pdf),
-   ``es-embed backfill`` (past a document the model refuses; ``status`` lists it) and
-   ``es-embed setup --print`` (Dev Tools text; nothing applied);
-6. ``es-embed serve`` starts while ``backfill --retry-failed`` and ``search --json`` run;
-7. ``/health`` 200, one ``POST /v1/embeddings``, two documents written with the plain
+5. ``es-embed serve`` starts, and while its model loads, at once: ``es-embed ingest
+   FILE.jsonl`` and ``ingest DIR`` (.txt, .md, .html, .pdf), ``es-embed backfill`` (past a
+   document the model refuses; ``status`` lists it) and ``es-embed setup --print`` (Dev
+   Tools text; nothing applied);
+6. ``backfill --retry-failed`` takes the refused document again; meanwhile ``serve``:
+   ``/health`` 200, one ``POST /v1/embeddings``, two documents written with the plain
    elasticsearch client get their vectors from the follower, one ``POST /v1/search`` ranks
-   the right one first on the kNN leg; ``es-embed status`` names the lease owner, and
-   ``es-embed search --server`` prints the Dev Tools text and the hits table;
+   the right one first on the kNN leg;
+7. ``es-embed status`` names each index's lease owner, and ``es-embed search --server``
+   (``--json``, ``--dev-console``, the text table) finds the right document first;
 8. SIGTERM, and ``serve`` must exit 0.
 
 Steps 3-8 are in devtools/wheel_smoke_run.py (the commands' checks: wheel_smoke_cli.py,

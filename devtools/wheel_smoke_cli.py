@@ -112,7 +112,6 @@ def bad_arguments(config: Path, bad_jsonl: Path, index: str) -> list[tuple[list[
         (["setup", "--config", c, "--index", "nope"], "index 'nope' is not configured"),
         (["backfill", "--config", c, "--index", "nope"], "index 'nope' is not configured"),
         (["ingest", str(bad_jsonl), "--config", c, "--index", index], f"{bad_jsonl}:2: "),
-        (["ingest", "no-such.jsonl", "--config", c, "--index", index], "cannot read no-such"),
         (["search", "q", "--config", c, "--index", index, "--k", "0"], "k must be at least 1"),
         (["search", "q", "--index", index, "--mode", "nope"], "argument --mode: invalid choice"),
         (["status", "--config", c, "--index", "nope"], "index 'nope' is not configured"),
@@ -199,21 +198,31 @@ def status_table(cli: Installed, config: Path, *index: str) -> dict[str, list[st
     return rows
 
 
-def check_status_owner(cli: Installed, config: Path, names: Sequence[str], owner: str) -> None:
-    """While serve runs: one row per index, each for shard 0, and the replica named in the
-    config holding the lease of the first (whose documents it has just embedded)."""
+def check_status_owners(cli: Installed, config: Path, owners: dict[str, str]) -> None:
+    """While serve runs: one row per index, each for shard 0, whose OWNER is the replica
+    holding its lease ("-": none) and LEASE AGE the lease's age ("-" without one)."""
     rows = status_table(cli, config)
-    if sorted(rows) != sorted(names) or any(r[1] != "0" for r in rows.values()):
-        raise SmokeFailure(f"es-embed status: rows {rows}, want shard 0 of each of {names}")
-    followed = rows[names[0]]
-    if followed[4] != owner or not followed[5].endswith("s"):
-        raise SmokeFailure(f"es-embed status: {names[0]} is held by {followed[4:]}, not {owner}")
+    if sorted(rows) != sorted(owners) or any(r[1] != "0" for r in rows.values()):
+        raise SmokeFailure(f"es-embed status: rows {rows}, want shard 0 of each of {owners}")
+    got = {name: row[4] for name, row in rows.items()}
+    aged = {name: row[5] != "-" for name, row in rows.items()}
+    if got != owners or any(aged[name] != (owner != "-") for name, owner in owners.items()):
+        raise SmokeFailure(f"es-embed status: rows {rows}, want the owners {owners}")
 
 
-def check_search_json(cli: Installed, config: Path, index: str, *extra: str) -> None:
-    """In-process (the model loaded by the command): the expected document first."""
-    out = cli("search", QUERY, "--config", str(config), "--index", index, "--json", *extra).stdout
-    hits = json.loads(out)["hits"]
+def check_search(cli: Installed, config: Path, index: str, url: str) -> None:
+    """``es-embed search --server URL`` (the query embedded by the running sidecar, so no
+    second model load) with ``--json``, ``--dev-console`` and as the text table, at once."""
+    args = (QUERY, "--config", str(config), "--index", index, "--server", url)
+    together(
+        partial(check_search_json, cli, args),
+        partial(check_search_console, cli, args, index),
+        partial(check_search_table, cli, args),
+    )
+
+
+def check_search_json(cli: Installed, args: Sequence[str]) -> None:
+    hits = json.loads(cli("search", *args, "--json").stdout)["hits"]
     if len(hits) != 10 or hits[0]["_id"] != EXPECTED_TOP:
         ids = [h["_id"] for h in hits]
         raise SmokeFailure(f"es-embed search --json: hits {ids}, want 10 with {EXPECTED_TOP} first")
@@ -221,10 +230,8 @@ def check_search_json(cli: Installed, config: Path, index: str, *extra: str) -> 
         raise SmokeFailure(f"es-embed search --json: {EXPECTED_TOP}'s legs {hits[0]['legs']}")
 
 
-def check_search_server(cli: Installed, config: Path, index: str, url: str) -> None:
-    """With ``--server``: the Dev Tools text (both legs, a 384-float query vector) and the
-    text table (the expected document first)."""
-    args = (QUERY, "--config", str(config), "--index", index, "--server", url)
+def check_search_console(cli: Installed, args: Sequence[str], index: str) -> None:
+    """Both legs as Dev Tools requests: BM25's multi_match, then kNN's 384-float vector."""
     console = cli("search", *args, "--dev-console").stdout
     legs = console_requests(console, "GET")
     if [path for path, _ in legs] != [f"{index}/_search"] * 2:
@@ -232,6 +239,9 @@ def check_search_server(cli: Installed, config: Path, index: str, url: str) -> N
     vector = legs[1][1].get("knn", {}).get("query_vector", [])
     if len(vector) != DIMS or "multi_match" not in json.dumps(legs[0][1]):
         raise SmokeFailure(f"es-embed search --dev-console: not a bm25 then a kNN leg:\n{console}")
+
+
+def check_search_table(cli: Installed, args: Sequence[str]) -> None:
     table = cli("search", *args).stdout.splitlines()
     if not table[0].startswith("10 hits  (hybrid, ") or f" {EXPECTED_TOP}  [" not in table[1]:
         raise SmokeFailure("es-embed search printed:\n" + "\n".join(table[:4]))

@@ -1,12 +1,14 @@
 """The wheel smoke's steps 3-8: every ``es-embed`` command, installed from the wheel, run
 from a directory outside the checkout against one test node and the offline MiniLM.
 
-One node, one ``serve``, and the commands that each load the model run a few at a time
-(``together``), so the whole stays within a few minutes on a loaded two-core machine.
-Three indices: ``INDEX`` is written with the plain client while ``serve`` follows it;
-``LOAD`` is filled by ``ingest`` (the sample corpus, then a folder) and searched by
-``es-embed search``; ``BACKFILL`` is written with the plain client before ``serve`` runs and
-filled by ``backfill`` (and ``--retry-failed``).
+One node and one ``serve``, started early: its model loads while the commands that load
+their own (ingest, backfill) run, a few at a time (``together``), and ``es-embed search``
+uses its model (``--server``), so the whole stays within a few minutes on a loaded
+two-core machine. Three indices: ``INDEX`` is written with the plain client while
+``serve`` follows it; ``LOAD`` is filled by ``ingest`` (the sample corpus, then a folder)
+while ``serve`` follows it too (and skips what ingest embedded), and is searched by
+``es-embed search``; ``BACKFILL``, which ``serve`` does not follow, is written with the
+plain client and filled by ``backfill`` (and ``--retry-failed``).
 """
 
 from __future__ import annotations
@@ -33,10 +35,9 @@ from devtools.wheel_smoke_cli import (
     Installed,
     SmokeFailure,
     check_offline,
-    check_search_json,
-    check_search_server,
+    check_search,
     check_setup_print,
-    check_status_owner,
+    check_status_owners,
     clean_env,
     say,
     together,
@@ -69,19 +70,26 @@ def index_entries(*names: str) -> list[dict[str, Any]]:
     return [{"name": name, "text_fields": ["title", "text"], "dims": DIMS} for name in names]
 
 
-def write_configs(node: Node, port: int, work: Path) -> tuple[Path, Path, Path]:
-    """es-embed.yaml (the three indices); refusing.yaml, the same with a model that refuses
-    inputs longer than its max_length instead of truncating them; printed.yaml, the same
-    for PRINTED alone."""
+def write_configs(node: Node, port: int, work: Path) -> dict[str, Path]:
+    """The commands' config (the three indices) and three variants of it: ``serve`` follows
+    INDEX and LOAD only (BACKFILL is left to the backfill commands, which run meanwhile);
+    ``refusing``'s model refuses inputs longer than its max_length instead of truncating
+    them; ``printed`` holds PRINTED alone."""
     raw = sidecar_config(node, port, INDEX)
     raw["indices"] = index_entries(*INDICES)
     raw["follow"]["replica_id"] = REPLICA
     refusing = copy.deepcopy(raw)
     refusing["model"].update(REFUSING_MODEL)
-    printed = {**raw, "indices": index_entries(PRINTED)}
-    paths = work / "es-embed.yaml", work / "refusing.yaml", work / "printed.yaml"
-    for path, settings in zip(paths, (raw, refusing, printed), strict=True):
-        path.write_text(yaml.safe_dump(settings))
+    variants = {
+        "commands": raw,
+        "serve": {**raw, "indices": index_entries(INDEX, LOAD)},
+        "refusing": refusing,
+        "printed": {**raw, "indices": index_entries(PRINTED)},
+    }
+    paths = {}
+    for name, settings in variants.items():
+        paths[name] = work / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(settings))
     return paths
 
 
@@ -128,6 +136,12 @@ def check_embeddings(url: str) -> None:
         raise SmokeFailure(f"/v1/embeddings answered a vector of length {len(vector)}, not {DIMS}")
 
 
+def check_serving(url: str, server: subprocess.Popen[bytes], es: Elasticsearch) -> None:
+    wait_healthy(url, server, timeout=300)
+    check_embeddings(url)
+    check_follow_and_search(url, es)
+
+
 def check_follow_and_search(url: str, es: Elasticsearch) -> None:
     for doc_id, doc in DOCS.items():
         es.index(index=INDEX, id=doc_id, document=doc)
@@ -172,35 +186,35 @@ def smoke(venv: Path, work: Path) -> None:
 
 def against_node(cli: Installed, node: Node, es: Elasticsearch) -> None:
     port = free_port()
-    config, refusing, printed = write_configs(node, port, cli.work)
+    configs = write_configs(node, port, cli.work)
+    config = configs["commands"]
     say("4/8 es-embed setup")
     cli("setup", "--config", str(config))
-    say("5/8 at once: es-embed ingest FILE.jsonl, ingest DIR, backfill (one refused document), "
-        "setup --print")  # fmt: skip
     write_backfill_docs(es, BACKFILL)
-    together(
-        lambda: check_ingest_jsonl(cli, config, es, LOAD),
-        lambda: check_ingest_folder(cli, config, es, LOAD),
-        lambda: check_backfill(cli, refusing, config, es, BACKFILL),
-        lambda: check_print_applies_nothing(cli, printed, es),
-    )
-    say("6/8 es-embed serve starting; meanwhile backfill --retry-failed and search --json")
     log = cli.work.parent / "serve.log"
     url = f"http://127.0.0.1:{port}"
     try:
-        with serving(cli.venv, config, log) as server:
+        with serving(cli.venv, configs["serve"], log) as server:
+            say("5/8 es-embed serve starting; meanwhile at once: ingest FILE.jsonl, ingest DIR, "
+                "backfill (one document refused), setup --print")  # fmt: skip
+            together(
+                lambda: check_ingest_jsonl(cli, config, es, LOAD),
+                lambda: check_ingest_folder(cli, config, es, LOAD),
+                lambda: check_backfill(cli, configs["refusing"], config, es, BACKFILL),
+                lambda: check_print_applies_nothing(cli, configs["printed"], es),
+            )
+            say("6/8 backfill --retry-failed; meanwhile serve: /health, /v1/embeddings, follow, "
+                "/v1/search")  # fmt: skip
             together(
                 lambda: check_retry_failed(cli, config, es, BACKFILL),
-                lambda: check_search_json(cli, config, LOAD),
+                lambda: check_serving(url, server, es),
             )
-            say("7/8 es-embed serve: /health, /v1/embeddings, follow, /v1/search; status, "
-                "search --server (--dev-console, table)")  # fmt: skip
-            wait_healthy(url, server, timeout=300)
-            check_embeddings(url)
-            check_follow_and_search(url, es)
+            say("7/8 es-embed status (lease owners), search --server (--json, --dev-console, text)")
             together(
-                lambda: check_status_owner(cli, config, INDICES, REPLICA),
-                lambda: check_search_server(cli, config, LOAD, url),
+                lambda: check_status_owners(
+                    cli, config, {INDEX: REPLICA, LOAD: REPLICA, BACKFILL: "-"}
+                ),
+                lambda: check_search(cli, config, LOAD, url),
             )
             say("8/8 SIGTERM")
     except BaseException:
