@@ -57,6 +57,9 @@ BACKFILL = "es-embed-wheel-backfill"
 INDICES = (INDEX, LOAD, BACKFILL)
 PRINTED = "es-embed-wheel-printed"  # only ever in setup --print's config: never created
 REPLICA = "wheel-smoke"  # follow.replica_id: the lease owner es-embed status must name
+# follow.state_index: its own, so a node reused through ES_URL (after a run that stopped
+# half-way) holds no checkpoint, lease or failure record of an earlier run
+STATE = "es-embed-wheel-smoke-state"
 DOCS = {
     "s01": {"title": "Making sourdough bread", "text": "Feed the starter flour and water."},
     "s04": {
@@ -77,7 +80,7 @@ def write_configs(node: Node, port: int, work: Path) -> dict[str, Path]:
     them; ``printed`` holds PRINTED alone."""
     raw = sidecar_config(node, port, INDEX)
     raw["indices"] = index_entries(*INDICES)
-    raw["follow"]["replica_id"] = REPLICA
+    raw["follow"].update(replica_id=REPLICA, state_index=STATE)
     refusing = copy.deepcopy(raw)
     refusing["model"].update(REFUSING_MODEL)
     variants = {
@@ -176,11 +179,12 @@ def smoke(venv: Path, work: Path) -> None:
             say(f"  Elasticsearch {node.version} at {node.url} ({node.source})")
             say(f"  {offline.result()} --help and bad-argument runs: exit codes and lines right")
             es = Elasticsearch(**node.client_kwargs())
+            ours = ",".join((*INDICES, STATE))
             try:
-                es.indices.delete(index=",".join(INDICES), ignore_unavailable=True)
+                es.indices.delete(index=ours, ignore_unavailable=True)
                 against_node(cli, node, es)
             finally:
-                es.indices.delete(index=",".join(INDICES), ignore_unavailable=True)
+                es.indices.delete(index=ours, ignore_unavailable=True)
                 es.close()
 
 
