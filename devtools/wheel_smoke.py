@@ -6,17 +6,25 @@
 2. install it, not editable, with its declared dependencies, into a fresh virtual
    environment ``.venv-wheel`` (see ``ensure_venv`` for when that one is reused);
 3. from a temporary directory outside the checkout and without ``PYTHONPATH``: check that
-   the venv imports ``es_embed`` from its own site-packages, then run the venv's
-   ``es-embed setup --config FILE`` against a test node (``ES_URL``, else one is started:
-   devtools/es_node.py);
-4. the venv's ``es-embed serve`` with the offline MiniLM: ``/health`` 200, one
-   ``POST /v1/embeddings``, two documents written with the plain elasticsearch client get
-   their vectors from the follower, one ``POST /v1/search`` ranks the right one first on the
-   kNN leg;
-5. SIGTERM, and ``serve`` must exit 0.
+   the venv imports ``es_embed`` from its own site-packages; every command's ``--help``,
+   and a bad argument to each: exit code 2 and one ``error:`` line (while a test node
+   starts: ``ES_URL``, else devtools/es_node.py);
+4. ``es-embed setup``;
+5. ``es-embed serve`` starts, and while its model loads, at once: ``es-embed ingest
+   FILE.jsonl`` and ``ingest DIR`` (.txt, .md, .html, .pdf), ``es-embed backfill`` (past a
+   document the model refuses; ``status`` lists it) and ``es-embed setup --print`` (Dev
+   Tools text; nothing applied);
+6. ``backfill --retry-failed`` takes the refused document again; meanwhile ``serve``:
+   ``/health`` 200, one ``POST /v1/embeddings``, two documents written with the plain
+   elasticsearch client get their vectors from the follower, one ``POST /v1/search`` ranks
+   the right one first on the kNN leg;
+7. ``es-embed status`` names each index's lease owner, and ``es-embed search --server``
+   (``--json``, ``--dev-console``, the text table) finds the right document first;
+8. SIGTERM, and ``serve`` must exit 0.
 
-Any failure ends in one ``wheel smoke FAILED: <what>`` line (after the server's log tail
-where it ran) and exit code 1, so `make test` fails with it.
+Steps 3-8 are in devtools/wheel_smoke_run.py (the commands' checks: wheel_smoke_cli.py,
+wheel_smoke_load.py). Any failure ends in one ``wheel smoke FAILED: <what>`` line (after
+the server's log tail where it ran) and exit code 1, so `make test` fails with it.
 
     python -m devtools.wheel_smoke [--fresh] [--venv DIR]
 """
@@ -24,65 +32,25 @@ where it ran) and exit code 1, so `make test` fails with it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-from elasticsearch import Elasticsearch
-
-from devtools.demo import http_json, sidecar_config, wait_embedded, wait_healthy
-from devtools.es_node import Node, NodeError, free_port, start_node
+from devtools.es_node import NodeError
+from devtools.wheel_smoke_cli import SmokeFailure, clean_env, run, say
+from devtools.wheel_smoke_run import smoke
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-wheel"
 # Exactly what the Dockerfile's build stage copies: the wheel must build from these alone.
 SOURCES = ("pyproject.toml", "README.md", "es_embed")
 STAMP = "es-embed-smoke.json"
-INDEX = "es-embed-wheel-smoke"
-DOCS = {
-    "s01": {"title": "Making sourdough bread", "text": "Feed the starter flour and water."},
-    "s04": {
-        "title": "How vaccines train the immune system",
-        "text": "A harmless copy of a pathogen teaches memory cells to respond quickly.",
-    },
-}
-QUERY = "how does a shot teach the body to fight germs"
-EXPECTED_TOP = "s04"
-
-
-STARTED = time.monotonic()
-
-
-def say(message: str) -> None:
-    """A progress line with the seconds since start: where a slow run spends its time."""
-    print(f"[{time.monotonic() - STARTED:4.0f} s] {message}", flush=True)
-
-
-class SmokeFailure(Exception):
-    """What went wrong, worded so that no traceback is needed."""
-
-
-def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    """Run a command; a non-zero exit is a SmokeFailure carrying its output's tail."""
-    done = subprocess.run(argv, text=True, capture_output=True, **kw)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        raise SmokeFailure(
-            f"`{' '.join(argv)}` exited {done.returncode}:\n    " + "\n    ".join(tail)
-        )
-    return done
 
 
 # ---- 1. the wheel --------------------------------------------------------------------------
@@ -184,15 +152,7 @@ def reusable(venv: Path, stamp: dict[str, Any]) -> bool:
         return False
 
 
-# ---- 3-5. the installed commands against a real node -----------------------------------------
-
-
-def clean_env() -> dict[str, str]:
-    """Nothing may point the venv's Python back at this checkout."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env.pop("VIRTUAL_ENV", None)
-    env["HF_HUB_OFFLINE"] = "1"
-    return env
+# ---- 3. what is imported -------------------------------------------------------------------
 
 
 def check_import_location(venv: Path, cwd: Path) -> str:
@@ -210,80 +170,6 @@ def check_import_location(venv: Path, cwd: Path) -> str:
     if json.loads(direct_url or "{}").get("dir_info", {}).get("editable"):
         raise SmokeFailure(f"es-embed is an editable install in {venv}: {direct_url}")
     return module
-
-
-@contextlib.contextmanager
-def serving(venv: Path, config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``es-embed serve``; on leaving, SIGTERM, and it must exit 0 (its log tail if not)."""
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [str(venv / "bin" / "es-embed"), "serve", "--config", str(config)],
-            cwd=config.parent, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        yield server
-    except BaseException:
-        server.kill()
-        server.wait(30)
-        raise
-    server.send_signal(signal.SIGTERM)
-    try:
-        code = server.wait(60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        raise SmokeFailure("es-embed serve did not exit within 60 s of SIGTERM") from None
-    if code != 0:
-        raise SmokeFailure(f"es-embed serve exited {code} after SIGTERM (want 0)")
-
-
-def check_embeddings(url: str) -> None:
-    body = http_json(url + "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": ["hello"]})
-    vector = body["data"][0]["embedding"]
-    if len(vector) != 384:
-        raise SmokeFailure(f"/v1/embeddings answered a vector of length {len(vector)}, not 384")
-
-
-def check_follow_and_search(url: str, es: Elasticsearch) -> None:
-    for doc_id, doc in DOCS.items():
-        es.index(index=INDEX, id=doc_id, document=doc)
-    wait_embedded(es, INDEX, len(DOCS), timeout=60)
-    stored = es.get(index=INDEX, id=EXPECTED_TOP, source_exclude_vectors=False)["_source"]
-    if len(stored.get("embedding") or []) != 384 or not stored.get("_embed", {}).get("hash"):
-        raise SmokeFailure(f"the follower wrote {stored!r}, not a 384-dim vector with _embed")
-    result = http_json(url + "/v1/search", {"index": INDEX, "query": QUERY, "mode": "hybrid"})
-    knn = {h["_id"]: h["legs"]["knn"]["rank"] for h in result["hits"] if "knn" in h["legs"]}
-    if knn.get(EXPECTED_TOP) != 1:
-        raise SmokeFailure(f"/v1/search: kNN ranks {knn} for {QUERY!r}, want {EXPECTED_TOP} first")
-
-
-def smoke(venv: Path, node: Node, tmp: Path) -> None:
-    work = tmp / "outside"  # a directory outside the checkout: nothing to import from there
-    work.mkdir()
-    say(f"  es_embed imported from {check_import_location(venv, work)}")
-    port = free_port()
-    config = work / "es-embed.yaml"
-    config.write_text(yaml.safe_dump(sidecar_config(node, port, INDEX)))
-    es = Elasticsearch(**node.client_kwargs())
-    es.indices.delete(index=INDEX, ignore_unavailable=True)
-    say("3/5 es-embed setup (installed binary)")
-    run([str(venv / "bin" / "es-embed"), "setup", "--config", str(config)],
-        cwd=work, env=clean_env())  # fmt: skip
-    say("4/5 es-embed serve: /health, /v1/embeddings, follow, /v1/search")
-    log = tmp / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with serving(venv, config, log) as server:
-            wait_healthy(url, server, timeout=300)
-            check_embeddings(url)
-            check_follow_and_search(url, es)
-            say("5/5 SIGTERM")
-    except BaseException:
-        tail = log.read_text(errors="replace").strip().splitlines()[-30:] if log.exists() else []
-        print("---- es-embed serve log (tail) ----", *tail, "----", sep="\n", file=sys.stderr)
-        raise
-    finally:
-        es.indices.delete(index=INDEX, ignore_unavailable=True)
-        es.close()
 
 
 def describe(exc: BaseException) -> str:
@@ -304,18 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     venv = args.venv.resolve()
     try:
         with tempfile.TemporaryDirectory(prefix="es-embed-wheel-") as tmp:
-            say("1/5 building the wheel")
+            say("1/8 building the wheel")
             wheel = build_wheel(Path(tmp))
             say(f"  {wheel.name}: package data present")
-            say(f"2/5 installing it into {venv}")
+            say(f"2/8 installing it into {venv}")
             say(f"  {ensure_venv(venv, wheel, args.fresh)}")
-            with start_node() as node:
-                say(f"  Elasticsearch {node.version} at {node.url} ({node.source})")
-                smoke(venv, node, Path(tmp))
+            work = Path(tmp) / "outside"  # nothing to import from there
+            work.mkdir()
+            say(f"  es_embed imported from {check_import_location(venv, work)}")
+            smoke(venv, work)
     except (Exception, SystemExit) as exc:
         print(f"wheel smoke FAILED: {describe(exc)}", file=sys.stderr)
         return 1
-    say("wheel smoke passed: the installed wheel sets up, serves, follows and searches")
+    say("wheel smoke passed: every es-embed command works as installed from the wheel")
     return 0
 
 
