@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -55,12 +56,21 @@ def settings_or_report(path: str | None) -> Settings | None:
         return None
 
 
+# Exit status of a command whose reader closed its output: 128 + SIGPIPE, as shells report.
+BROKEN_PIPE = 141
+
+
 def run_command(main: Coroutine[Any, Any, int], settings: Settings | None = None) -> int:
     """Run a command's coroutine; bad input -> one line and exit 2, unreachable ES -> 1."""
     try:
         return asyncio.run(main)
     except (ConfigError, EmbedError) as exc:
         return report(exc)
+    except BrokenPipeError:  # a ConnectionError, but from stdout: the reader (`| head`) left
+        # Quiet, as other tools piped into head; stdout goes to /dev/null so that the
+        # interpreter's final flush does not fail on the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except (ConnectionError, TransportError) as exc:
         where = f" at {describe_client(settings.elasticsearch)}" if settings else ""
         print(f"error: cannot reach Elasticsearch{where}: {exc}", file=sys.stderr)
