@@ -544,7 +544,8 @@ def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
     from tokenizers import Tokenizer, models
     from transformers import AutoModel, Qwen3Config
 
-    from es_embed.embed.encoder import _attention_choices, resolve_device
+    from es_embed.embed.accelerator import attention_choices
+    from es_embed.embed.encoder import resolve_device
     from es_embed.embed.protocol import ModelInfo
     from es_embed.embed.st_config import PoolingSpec
 
@@ -561,7 +562,7 @@ def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
         max_position_embeddings=40960,
         use_cache=False,
     )
-    attention = _attention_choices(device, torch.bfloat16)[0]
+    attention = attention_choices(device, torch.bfloat16)[0]
     torch.manual_seed(0)
     with torch.device(device):
         net = AutoModel.from_config(config, dtype=torch.bfloat16, attn_implementation=attention)
