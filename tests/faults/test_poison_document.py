@@ -25,7 +25,7 @@ from tests.es.follow_support import (
     unaccounted,
     wait_until,
 )
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, OutOfMemoryEncoder
 
 pytestmark = pytest.mark.es
 
@@ -165,6 +165,34 @@ async def test_a_document_the_model_refuses_is_listed_and_the_rest_embedded(
         assert "model.truncation: truncate" in reason
         assert follower.progress.failed == 1
         assert follower.progress.embedded == 6
+        assert await unaccounted(env) == []
+
+
+async def test_a_document_too_large_for_the_devices_memory_is_listed_and_the_rest_embedded(
+    es_url: str,
+) -> None:
+    # Issue 13: a GPU that cannot hold one input even alone answers 413; the shard moves on.
+    import torch  # noqa: F401  (the fake raises torch's error: import it before the clock runs)
+
+    encoder = OutOfMemoryEncoder(most_inputs=64, most_tokens=30)
+    async with followed_index(es_url, encoder=encoder, follow={"page_size": 4}) as env:
+        follower = env.follower()
+        async with running(follower):
+            await env.es.bulk(operations=good_ops(env.index, range(3)))
+            huge = " ".join(f"word{i}" for i in range(40))
+            await env.es.index(index=env.index, id="huge", document={"text": huge})
+            await env.es.bulk(operations=good_ops(env.index, range(3, 6)))
+
+            async def settled() -> bool:
+                stale = stale_documents(env, await all_docs(env.es, env.index))
+                return stale == ["huge"] and "huge" in await failures(env)
+
+            await wait_until(settled, what="the huge document listed, the rest embedded")
+        reason = (await failures(env))["huge"].reason
+        assert reason.startswith("the model refused its text: input[0] has 41 tokens, more than")
+        assert "memory holds in one forward pass even alone" in reason
+        assert follower.progress.failed == 1 and follower.progress.embedded == 6
+        assert env.service.health() == (True, None)
         assert await unaccounted(env) == []
 
 
