@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import embed_throughput as bench
+import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_REQUEST = 16
@@ -28,6 +29,8 @@ READY = re.compile(r"model ready: (.*)$", re.MULTILINE)
 async def server(model: Path, args: argparse.Namespace, batching: dict[str, Any],
                  workdir: Path) -> AsyncIterator[tuple[str, str]]:  # fmt: skip
     """``es-embed serve`` on ``model``; yields (url, its "model ready" log line)."""
+    import aiohttp
+
     port = bench.free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "server.json"
@@ -42,32 +45,12 @@ async def server(model: Path, args: argparse.Namespace, batching: dict[str, Any]
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        await healthy(url, proc, log_path)
+        async with aiohttp.ClientSession() as session:
+            await processes.wait_healthy(session, url, proc, 600, log_path)
         found = READY.search(log_path.read_text(errors="replace"))
         yield url, found.group(1) if found else "(no start-up line)"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import aiohttp
-
-    deadline = time.monotonic() + 600
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-4000:]}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{url}/health") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"server not healthy after 600 s:\n{log.read_text()[-4000:]}")
+        processes.stop(proc, 60)
 
 
 async def drive(url: str, texts: list[str], clients: int, seconds: float) -> dict[str, Any]:
@@ -189,7 +172,7 @@ def report(r: dict[str, Any], args: argparse.Namespace,
         f"{r['seconds']:.0f} s in all",
         "",
         "| forward only | tokens/input | best batch | tokens/s | MFU | tokenizer tokens/s "
-        "(1 thread) | host syncs/pass |",
+        "(one lane thread) | host syncs/pass |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("512-token documents", "SciFact length mix"):

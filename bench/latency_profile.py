@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import embed_throughput as bench  # noqa: E402
+import processes  # noqa: E402
 
 LAG_TICK = 0.01
 
@@ -176,6 +177,8 @@ def report(name: str, r: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
     texts, queries = bench.read_corpus(Path(args.corpus), args.docs)
     with tempfile.TemporaryDirectory(prefix="es-embed-profile-") as tmp:
         model = bench.model_dir(args.model, Path(tmp))
@@ -192,7 +195,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            await wait_healthy(url, proc)
+            async with aiohttp.ClientSession() as session:
+                await processes.wait_healthy(session, url, proc, 300)
             await bench.server_throughput(url, texts[:16], 4, "base64")  # warm-up
             out = {"load_before": os.getloadavg(), "spacing": args.spacing}
             out["idle"] = await measure(url, args, texts, queries, 0)
@@ -201,26 +205,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(report(f"{bench.FLOOD_CLIENTS}-client flood", out["flood"]), flush=True)
             out["load_after"] = os.getloadavg()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            processes.stop(proc, 30)
     return out
-
-
-async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError("server exited")
-            try:
-                async with session.get(f"{url}/health") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.25)
-    raise RuntimeError("server not healthy")
 
 
 def main() -> int:
