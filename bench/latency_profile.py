@@ -146,25 +146,38 @@ def breakdown(events: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(url: str, args: argparse.Namespace, texts: list[str], queries: list[str],
-                  flood: int) -> dict[str, Any]:  # fmt: skip
+                  flood: int, server_pid: int) -> dict[str, Any]:  # fmt: skip
+    """The queries' latency and its breakdown; and the cores the server and this process
+    (the flood's clients and the querying user) used meanwhile."""
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
         await session.post(f"{url}/_profile/reset")
+    wall, server, clients = time.perf_counter(), cpu_seconds(server_pid), cpu_seconds(os.getpid())
     client = await bench.query_latency(url, queries, texts, flood, "base64", args.spacing,
                                        args.window)  # fmt: skip
+    wall = time.perf_counter() - wall
+    cores = {"server": (cpu_seconds(server_pid) - server) / wall,
+             "clients": (cpu_seconds(os.getpid()) - clients) / wall}  # fmt: skip
     async with aiohttp.ClientSession() as session, session.get(f"{url}/_profile") as resp:
         events = await resp.json()
     await bench.settle(url, "base64")
-    return {"client": client, "server": breakdown(events)}
+    return {"client": client, "server": breakdown(events), "cores": cores}
 
 
 def report(name: str, r: dict[str, Any]) -> str:
     c, s = r["client"], r["server"]
     load = c["load_average"][0]
     lines = [f"{name}: {c['queries']} queries, client p50 {c['p50_ms']:.1f} / p99 "
-             f"{c['p99_ms']:.1f} / max {c['max_ms']:.0f} ms; load {load:.1f}"]  # fmt: skip
+             f"{c['p99_ms']:.1f} / max {c['max_ms']:.0f} ms; load {load:.1f}; cores used: "
+             f"server {r['cores']['server']:.2f}, clients {r['cores']['clients']:.2f}"]  # fmt: skip
     for key in ("service", "tokenize", "wait_in_flight", "wait_other", "forward", "loop_lag",
                 "bulk_batch"):  # fmt: skip
         v = s[key]
@@ -199,9 +212,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await processes.wait_healthy(session, url, proc, 300)
             await bench.server_throughput(url, texts[:16], 4, "base64")  # warm-up
             out = {"load_before": os.getloadavg(), "spacing": args.spacing}
-            out["idle"] = await measure(url, args, texts, queries, 0)
+            out["idle"] = await measure(url, args, texts, queries, 0, proc.pid)
             print(report("idle", out["idle"]), flush=True)
-            out["flood"] = await measure(url, args, texts, queries, bench.FLOOD_CLIENTS)
+            out["flood"] = await measure(url, args, texts, queries, bench.FLOOD_CLIENTS, proc.pid)
             print(report(f"{bench.FLOOD_CLIENTS}-client flood", out["flood"]), flush=True)
             out["load_after"] = os.getloadavg()
         finally:
