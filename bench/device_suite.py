@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import resource
 import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -123,6 +125,10 @@ def write_model(path: Path, shape: str, texts: Sequence[str], device: str, dtype
     import torch
     from transformers import AutoModel, Qwen3Config
 
+    if importlib.util.find_spec("pytest") is None:
+        # The tests' model writers are plain functions beside their fixtures; a GPU machine
+        # with only `pip install .` has no pytest, and only its decorator is needed here.
+        sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda **_: lambda f: f)  # type: ignore[assignment]
     from tests.model_fixtures import EOT, add_sentence_transformers_files, write_tiny_tokenizer
 
     started = time.perf_counter()
