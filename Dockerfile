@@ -11,6 +11,9 @@
 # image runs on a GPU host with the NVIDIA container toolkit and falls back to the CPU elsewhere.
 # For a much smaller CPU-only image, build with
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# For a GPU host, add the [gpu] extra (accelerate: the weights load straight onto the GPU, never
+# through host memory):
+#   docker build --build-arg EXTRAS=gpu -t es-embed:gpu .
 
 # ---- stage 1: the wheel (from the same three inputs the wheel smoke builds it from) ----
 FROM python:3.11-slim AS wheel
@@ -25,6 +28,8 @@ RUN pip wheel . --no-deps -w /wheels
 FROM python:3.11-slim
 
 ARG TORCH_INDEX_URL=""
+# Extras of the es-embed wheel to install with it: "" (none) or "gpu".
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -53,7 +58,9 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
 # Only the wheel crosses over; its package data (the Dev Tools templates setup renders)
 # travels inside it.
 COPY --from=wheel /wheels/ /tmp/wheels/
-RUN pip install /tmp/wheels/es_embed-*.whl && rm -rf /tmp/wheels
+RUN wheel="$(ls /tmp/wheels/es_embed-*.whl)" \
+    && pip install "${wheel}${EXTRAS:+[$EXTRAS]}" \
+    && rm -rf /tmp/wheels
 
 # A default configuration so `docker run` works without a mount (no followed indices);
 # docker-compose.yml mounts its own at the same path.

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -194,28 +195,13 @@ class Server:
             self.proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
             )
-        deadline = time.monotonic() + 300
         async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited:\n{self.log.read_text()[-3000:]}")
-                try:
-                    async with session.get(f"{self.url}/health") as resp:
-                        if resp.status == 200:
-                            return self
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.25)
-        raise RuntimeError(f"server not healthy after 300 s:\n{self.log.read_text()[-3000:]}")
+            await processes.wait_healthy(session, self.url, self.proc, 300, self.log)
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            processes.stop(self.proc, 30)
 
 
 async def post(session: Any, url: str, body: dict[str, Any], fmt: str) -> int:
@@ -544,7 +530,8 @@ def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
     from tokenizers import Tokenizer, models
     from transformers import AutoModel, Qwen3Config
 
-    from es_embed.embed.encoder import _attention_choices, resolve_device
+    from es_embed.embed.accelerator import attention_choices
+    from es_embed.embed.encoder import resolve_device
     from es_embed.embed.protocol import ModelInfo
     from es_embed.embed.st_config import PoolingSpec
 
@@ -561,7 +548,7 @@ def run_gpu_shape(args: argparse.Namespace) -> dict[str, Any]:
         max_position_embeddings=40960,
         use_cache=False,
     )
-    attention = _attention_choices(device, torch.bfloat16)[0]
+    attention = attention_choices(device, torch.bfloat16)[0]
     torch.manual_seed(0)
     with torch.device(device):
         net = AutoModel.from_config(config, dtype=torch.bfloat16, attn_implementation=attention)

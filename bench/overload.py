@@ -42,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -122,23 +123,6 @@ def memory_kib(pid: int) -> tuple[int, int]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0])
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
-
-
-async def wait_healthy(
-    session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]
-) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; see its log")
-        try:
-            async with session.get(f"{url}/health") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit("the server did not become healthy in 180 s")
 
 
 # ---- the load ------------------------------------------------------------------------------
@@ -235,15 +219,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=60)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                await wait_healthy(session, url, proc)
+                await processes.wait_healthy(session, url, proc, 180)
                 return await measure(session, url, proc.pid, args)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            processes.stop(proc, 15)
             if args.show_log:
                 print((Path(tmp) / "server.log").read_text(errors="replace")[-4000:])
 

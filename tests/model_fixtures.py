@@ -51,11 +51,12 @@ TRAINING_TEXT = [
 
 
 def write_tiny_tokenizer(
-    path: Path, extra_text: tuple[str, ...] = (), append_eot: bool = True
+    path: Path, extra_text: tuple[str, ...] = (), append_eot: bool = True, vocab_size: int = 512
 ) -> None:
     """A byte-level BPE tokenizer shaped like Qwen's, saved as Qwen3-Embedding ships it
     (``append_eot``; Qwen3-Reranker's appends nothing). ``extra_text`` joins the training
-    text, e.g. so that whole words become single tokens."""
+    text, e.g. so that whole words become single tokens (``bench/device_suite.py`` trains a
+    larger vocabulary on a corpus, so its texts cut into about as many tokens as Qwen's)."""
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -78,7 +79,7 @@ def write_tiny_tokenizer(
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

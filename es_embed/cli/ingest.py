@@ -162,7 +162,8 @@ async def _load(
     options: IngestOptions,
     feed: Callable[[Loader], Awaitable[IngestResult]],
 ) -> int:
-    """Load the model, then feed the loader; exit 1 if Elasticsearch refused a document."""
+    """Load the model, then feed the loader; exit 1 if Elasticsearch refused a document or
+    one was written without its vector."""
     conf = settings.index(name)
     async with es_client(settings) as es, embedding_service(settings) as service:
         progress = IngestProgress()  # created once the model is loaded: docs/s leaves it out
@@ -170,7 +171,10 @@ async def _load(
         loader = Loader(es, service, target, options, on_progress=progress.update)
         result = await feed(loader)
     progress.finish(result)
+    if result.unembedded:
+        print(f"{result.unembedded:,} documents written without a vector (too large for the "
+              f"model's memory; the follower lists them as failed: es-embed status); first: "
+              f"{result.first_unembedded}", file=sys.stderr)  # fmt: skip
     if result.failed:
         print(f"{result.failed:,} documents refused; first: {result.first_error}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if result.failed or result.unembedded else 0

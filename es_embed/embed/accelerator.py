@@ -1,5 +1,6 @@
-"""Where the model's memory goes: placing weights as they load, sizing batches from the free
-memory of a CUDA device, and saying how much the model holds.
+"""Where the model's memory goes: placing weights as they load (with the fastest attention
+kernel the model supports), sizing batches from the free memory of a CUDA device, and saying
+how much the model holds.
 
 The token budget on CUDA is CUDA_MEMORY_FRACTION of the memory free after the weights are
 loaded, divided by an estimate of the activations one padded token needs
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from es_embed.config import ConfigError
 from es_embed.embed.memory import FIXED_TOKEN_BUDGET
 
 log = logging.getLogger(__name__)
@@ -101,3 +103,47 @@ def resident_bytes() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def attention_choices(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """Attention kernels to try, fastest first. flash-attention 2 (when installed) runs padded
+    bf16/fp16 batches on CUDA without computing the padding; torch's sdpa picks a fused kernel
+    (flash or memory-efficient; with a padding mask, memory-efficient) and never holds the
+    length x length scores; eager, last, materialises them (more memory, slower)."""
+    choices = ["sdpa", "eager"]
+    flash = importlib.util.find_spec("flash_attn") is not None
+    if flash and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        choices.insert(0, "flash_attention_2")
+    return choices
+
+
+def load_pretrained(
+    auto_class: Any,
+    name: str,
+    config: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    section: str = "model",
+) -> Any:
+    """``auto_class.from_pretrained`` with the fastest attention kernel the model supports."""
+    last: Exception | None = None
+    for attention in attention_choices(device, dtype):
+        try:
+            net = auto_class.from_pretrained(
+                name,
+                config=config,
+                dtype=dtype,
+                attn_implementation=attention,
+                trust_remote_code=trust_remote_code,
+                **placement(device),
+            )
+        except (ValueError, ImportError) as exc:  # this architecture lacks that kernel
+            log.info("attention %s unavailable for %s: %s", attention, name, exc)
+            last = exc
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{section}.name: cannot load {name!r}: {exc}") from None
+        log.info("loaded %s with %s attention, %s on %s", name, attention, dtype, device)
+        return net.to(device).eval()
+    raise ConfigError(f"{section}.name: cannot load {name!r}: {last}")

@@ -13,7 +13,6 @@ what lets truncation keep ``<|endoftext|>`` last and still report the original l
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from tokenizers import Tokenizer
 
 from es_embed.config import ConfigError, ModelSettings
 from es_embed.embed import accelerator
+from es_embed.embed.accelerator import load_pretrained
 from es_embed.embed.pooling import normalize, pool
 from es_embed.embed.protocol import ModelInfo, Spans, Tokenized
 from es_embed.embed.shape import supports_matryoshka
@@ -113,19 +113,32 @@ class HFEncoder:
             return np.zeros((0, self._info.hidden_size), dtype=np.float32)
         ids, mask = self._pad(batch)
         with torch.inference_mode():
-            input_ids = torch.from_numpy(ids).to(self._device)
-            attention = torch.from_numpy(mask).to(self._device)
+            input_ids = self._to_device(ids)
+            attention = self._to_device(mask)
             kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
             if self._pass_positions:
                 kwargs["position_ids"] = real_positions(attention)
             hidden = self._model(**kwargs).last_hidden_state
-            pooled = pool(hidden, attention, self._spec.pooling)
-            if not bool(torch.isfinite(pooled).all()):
-                raise NonFiniteOutputError(
-                    f"model output is not finite ({self._info.dtype} on {self._info.device})"
-                )
-            vectors = normalize(pooled)
-        return vectors.cpu().numpy()
+            vectors = normalize(pool(hidden, attention, self._spec.pooling))
+            # The one host sync of a pass: the result copy. Finiteness is checked on the copy,
+            # not with a device-side test first (a second sync, a GPU round trip per batch). A
+            # non-finite pooled row normalises to NaN, so the check sees exactly the same rows.
+            out: np.ndarray = vectors.cpu().numpy()
+        if not np.isfinite(out).all():
+            raise NonFiniteOutputError(
+                f"model output is not finite ({self._info.dtype} on {self._info.device})"
+            )
+        return out
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(array)
+        if self._device.type != "cuda":
+            return host.to(self._device)
+        # From pageable memory a copy to the GPU is synchronous: the host waits for it before
+        # it can launch the first layer. From pinned memory (torch's caching host allocator,
+        # so no cudaHostAlloc per batch) it is queued on the stream like a kernel and the
+        # launch goes on at once; the stream orders it before the kernels that read it.
+        return host.pin_memory().to(self._device, non_blocking=True)
 
     def _pad(self, batch: Sequence[Tokenized]) -> tuple[np.ndarray, np.ndarray]:
         left = self._spec.padding_side == "left"
@@ -250,46 +263,6 @@ def resolve_dtype(name: str, device: torch.device, section: str = "model") -> to
 
 def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, value in DTYPES.items() if value == dtype)
-
-
-def _attention_choices(device: torch.device, dtype: torch.dtype) -> list[str]:
-    choices = ["sdpa", "eager"]
-    flash = importlib.util.find_spec("flash_attn") is not None
-    if flash and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
-        choices.insert(0, "flash_attention_2")
-    return choices
-
-
-def load_pretrained(
-    auto_class: Any,
-    name: str,
-    config: Any,
-    device: torch.device,
-    dtype: torch.dtype,
-    trust_remote_code: bool = False,
-    section: str = "model",
-) -> Any:
-    """``auto_class.from_pretrained`` with the fastest attention kernel the model supports."""
-    last: Exception | None = None
-    for attention in _attention_choices(device, dtype):
-        try:
-            net = auto_class.from_pretrained(
-                name,
-                config=config,
-                dtype=dtype,
-                attn_implementation=attention,
-                trust_remote_code=trust_remote_code,
-                **accelerator.placement(device),
-            )
-        except (ValueError, ImportError) as exc:  # this architecture lacks that kernel
-            log.info("attention %s unavailable for %s: %s", attention, name, exc)
-            last = exc
-            continue
-        except OSError as exc:
-            raise ConfigError(f"{section}.name: cannot load {name!r}: {exc}") from None
-        log.info("loaded %s with %s attention, %s on %s", name, attention, dtype, device)
-        return net.to(device).eval()
-    raise ConfigError(f"{section}.name: cannot load {name!r}: {last}")
 
 
 def _special_tokens(

@@ -68,8 +68,17 @@ class TokenBudget:
         self._fitted = 0
 
     def out_of_memory(self, padded_tokens: int) -> None:
-        """A pass of ``padded_tokens`` did not fit."""
-        self.current = max(1, min(self.current, padded_tokens) // 2)
+        """A pass of ``padded_tokens`` did not fit.
+
+        A pass above the budget can only be one input longer than the budget (it goes alone,
+        whatever its size): its failure says nothing of the batches the budget allows, so it
+        does not lower the budget again. Otherwise each retry of a document too large for the
+        device (the follower takes it again alone, and on every page read again) would halve
+        the budget once more and shrink every bulk batch for hundreds of passes.
+        """
+        if padded_tokens > self.current:
+            return
+        self.current = max(1, padded_tokens // 2)
         self._fitted = 0
 
     def fitted(self) -> None:

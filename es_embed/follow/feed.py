@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 PAGES_IN_FLIGHT = 3  # enough to keep the model fed while a page is read and another written
 EMBED_MAX_BACKOFF = 2.0  # a failed model is probed every second or so; asking is cheap
 MAX_REASON = 2000  # characters of a failure reason kept (Elasticsearch's can run long)
+# The model's refusals of one input, which waiting will not change: its text (too long under
+# truncation=error) or its size (413 input_too_large_for_memory: it ran out of the device's
+# memory even alone). The document is given up; every other error holds the page.
+DOCUMENT_REFUSALS = (ErrorKind.INVALID_REQUEST, ErrorKind.TOO_LARGE)
 
 
 @dataclass
@@ -273,15 +277,16 @@ class ShardFeed:
             try:
                 return list(await self._embed_retrying(texts))
             except EmbedError as exc:
-                if exc.kind is not ErrorKind.INVALID_REQUEST:
+                if exc.kind not in DOCUMENT_REFUSALS:
                     raise
-        # One input is refused (e.g. too long under truncation=error): find it, keep the rest.
+        # One input is refused (too long under truncation=error, or too large for the device's
+        # memory even alone): find it, keep the rest.
         out: list[Embedded | None] = []
         for hit, text, _ in todo:
             try:
                 out.append((await self._embed_retrying([text]))[0])
             except EmbedError as exc:
-                if exc.kind is not ErrorKind.INVALID_REQUEST:
+                if exc.kind not in DOCUMENT_REFUSALS:
                     raise
                 await self._give_up(hit, f"the model refused its text: {exc.message}")
                 out.append(None)

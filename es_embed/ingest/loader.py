@@ -10,7 +10,10 @@ after that pass. The second pass embeds (bulk lane) and bulk-indexes in chunks b
 by count and bytes; embedding chunk k+1 overlaps writing chunk k. Refusals follow the one
 table (``elastic/refusals.py``): a 429, a write block, a 5xx or no answer is retried with
 exponential backoff until it passes; a final refusal is counted, and its first reason
-reported.
+reported. A text the model's device cannot hold even alone (413 ``input_too_large_for_memory``)
+does not stop the load: that document is written without a vector (searchable by BM25),
+counted and reported, and the follower lists it as failed (``es-embed status``) when it
+reads it, as it does any document the model refuses.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from es_embed.elastic.bulk import BulkRetry, Outcome, bulk_write
 from es_embed.elastic.refusals import Refusal, Verdict, classify_error
 from es_embed.elastic.retry import Backoff, embed_retrying
 from es_embed.embed.service import EmbeddingService
-from es_embed.errors import EmbedError, invalid
+from es_embed.errors import EmbedError, ErrorKind, invalid
 from es_embed.indices.document import DocText, vector_doc
 from es_embed.indices.embedding import embed_docs
 from es_embed.indices.resolve import IndexTarget
@@ -65,6 +68,9 @@ class IngestResult:
     failed: int = 0
     first_error: str | None = None
     retries: int = 0  # resends of documents refused for now (after the client's 429 retries)
+    # Written without a vector: too large for the model's memory even alone (413).
+    unembedded: int = 0
+    first_unembedded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,9 @@ class Loader:
         vectors = await self._embed_reporting([texts[i] for i in wanted])
         docs = [dict(line.source) for line in chunk]
         for i, vector in zip(wanted, vectors, strict=True):
+            if isinstance(vector, EmbedError):
+                self._unembedded(chunk[i], vector)
+                continue
             t = self._target
             digest = t.hash(texts[i].text)
             docs[i].update(vector_doc(t.vector_field, t.model, t.dims, vector, digest))
@@ -235,7 +244,28 @@ class Loader:
             raise
         return [vector for part in parts for vector in part]
 
-    async def _embed(self, texts: list[DocText]) -> Any:
+    def _unembedded(self, line: Line, error: EmbedError) -> None:
+        self.result.unembedded += 1
+        if self.result.first_unembedded is None:
+            where = f"document {line.doc_id}" if line.doc_id is not None else "a document"
+            self.result.first_unembedded = f"{where} (line {line.number}): {error.message}"
+
+    async def _embed(self, texts: list[DocText]) -> list[Any]:
+        """Vectors in order; the error in place of a text too large for memory even alone
+        (found by embedding the texts one by one once a request of several was refused)."""
+        try:
+            return list(await self._embed_all(texts))
+        except EmbedError as exc:
+            if exc.kind is not ErrorKind.TOO_LARGE:
+                raise
+            if len(texts) == 1:
+                return [exc]
+        out: list[Any] = []
+        for text in texts:
+            out.extend(await self._embed([text]))
+        return out
+
+    async def _embed_all(self, texts: list[DocText]) -> Any:
         return await embed_retrying(
             lambda: embed_docs(self._service, self._target, texts),
             Backoff(0.1, self._options.max_backoff),

@@ -25,7 +25,7 @@ from tests.es.follow_support import (
     unaccounted,
     wait_until,
 )
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, OutOfMemoryEncoder
 
 pytestmark = pytest.mark.es
 
@@ -139,12 +139,11 @@ async def _checked_all(follower, n: int) -> bool:  # type: ignore[no-untyped-def
     return bool(follower.progress.checked >= n)
 
 
-@pytest.mark.parametrize("page_size", [1, 4])
-async def test_a_document_the_model_refuses_is_listed_and_the_rest_embedded(
-    es_url: str, page_size: int
-) -> None:
-    model = ModelSettings(name="fake", truncation="error")
-    encoder = FakeEncoder(max_length=16)
+async def refused_between_good(
+    es_url: str, encoder: FakeEncoder, page_size: int, model: ModelSettings | None = None
+) -> tuple[str, tuple[bool, str | None]]:
+    """good-0..2, a 40-word document the model refuses, good-3..5: it ends listed and the rest
+    embedded. Its reason, and the service's health at the end."""
     async with followed_index(
         es_url, encoder=encoder, model=model, follow={"page_size": page_size}
     ) as env:
@@ -161,11 +160,33 @@ async def test_a_document_the_model_refuses_is_listed_and_the_rest_embedded(
 
             await wait_until(settled, what="the long document listed, the rest embedded")
         reason = (await failures(env))["long"].reason
-        assert reason.startswith("the model refused its text: input[0] has 41 tokens")
-        assert "model.truncation: truncate" in reason
         assert follower.progress.failed == 1
         assert follower.progress.embedded == 6
         assert await unaccounted(env) == []
+        return reason, env.service.health()
+
+
+@pytest.mark.parametrize("page_size", [1, 4])
+async def test_a_document_the_model_refuses_is_listed_and_the_rest_embedded(
+    es_url: str, page_size: int
+) -> None:
+    model = ModelSettings(name="fake", truncation="error")
+    reason, _ = await refused_between_good(es_url, FakeEncoder(max_length=16), page_size, model)
+    assert reason.startswith("the model refused its text: input[0] has 41 tokens")
+    assert "model.truncation: truncate" in reason
+
+
+async def test_a_document_too_large_for_the_devices_memory_is_listed_and_the_rest_embedded(
+    es_url: str,
+) -> None:
+    # Issue 13: a GPU that cannot hold one input even alone answers 413; the shard moves on.
+    import torch  # noqa: F401  (the fake raises torch's error: import it before the clock runs)
+
+    encoder = OutOfMemoryEncoder(most_inputs=64, most_tokens=30)
+    reason, health = await refused_between_good(es_url, encoder, 4)
+    assert reason.startswith("the model refused its text: input[0] has 41 tokens, more than")
+    assert "memory holds in one forward pass even alone" in reason
+    assert health == (True, None)  # a memory limit is not a model failure
 
 
 async def test_a_vector_elasticsearch_refuses_for_good_is_listed(es_url: str) -> None:

@@ -26,7 +26,7 @@ from es_embed.embed.service import EmbeddingService
 from es_embed.errors import EmbedError, ErrorKind
 from es_embed.indices.resolve import resolve_index
 from es_embed.ingest.loader import IngestOptions, Loader
-from tests.fakes import FakeEncoder, ScriptedBulk
+from tests.fakes import FakeEncoder, OutOfMemoryEncoder, ScriptedBulk
 from tests.service_support import service_standin
 
 LOAD_SECONDS = 100.0
@@ -121,21 +121,44 @@ async def test_progress_shows_before_the_first_write_and_its_rate_leaves_out_the
     assert f"{DOCS / busy:,.0f}" != f"{DOCS / (busy + LOAD_SECONDS):,.0f}"  # it can tell
 
 
+@contextlib.asynccontextmanager
+async def loader_on(
+    encoder: FakeEncoder, model: ModelSettings
+) -> AsyncIterator[tuple[Loader, Bulk]]:
+    """A loader over a started service on ``encoder`` and a bulk API accepting everything."""
+    service = EmbeddingService(encoder, BatchSettings(), model)
+    await service.start()
+    bulk = Bulk()
+    es = bulk.client()
+    try:
+        target = resolve_index(settings().indices[0], service.info.shape)
+        yield Loader(es, service, target, IngestOptions()), bulk
+    finally:
+        await es.close()
+        await service.stop()
+
+
 async def test_a_refused_slice_fails_the_chunk_with_its_own_error(tmp_path: Path) -> None:
     texts = [f"document number {i}" for i in range(DOCS)]
     texts[150] = " ".join(["word"] * 40)  # over max_length, in the third slice
     encoder = FakeEncoder(max_length=16)
-    service = EmbeddingService(encoder, BatchSettings(), ModelSettings(truncation="error"))
-    await service.start()
-    try:
-        bulk = Bulk()
-        target = resolve_index(settings().indices[0], service.info.shape)
-        es = bulk.client()
-        loader = Loader(es, service, target, IngestOptions())
+    async with loader_on(encoder, ModelSettings(truncation="error")) as (loader, bulk):
         with pytest.raises(EmbedError) as err:
             await loader.run(jsonl(tmp_path, texts))
-        await es.close()
-    finally:
-        await service.stop()
     assert err.value.kind is ErrorKind.INVALID_REQUEST and "tokens" in err.value.message
     assert bulk.writes == 0 and loader.result.indexed == 0
+
+
+async def test_a_text_too_large_for_memory_is_written_without_a_vector(tmp_path: Path) -> None:
+    texts = [f"document number {i}" for i in range(DOCS)]
+    texts[150] = " ".join(f"word{i}" for i in range(40))  # 41 tokens: never fits alone
+    encoder = OutOfMemoryEncoder(most_inputs=64, most_tokens=30)
+    async with loader_on(encoder, ModelSettings(name="fake")) as (loader, bulk):
+        result = await loader.run(jsonl(tmp_path, texts))
+    assert (result.indexed, result.embedded, result.failed) == (DOCS, DOCS - 1, 0)
+    assert result.unembedded == 1
+    assert result.first_unembedded is not None
+    assert result.first_unembedded.startswith("document 150 (line 151): input[0] has 41 tokens")
+    huge = bulk.sources["150"]
+    assert "embedding" not in huge and "_embed" not in huge and huge["text"] == texts[150]
+    assert all("embedding" in src for doc_id, src in bulk.sources.items() if doc_id != "150")

@@ -96,7 +96,9 @@ def test_budget_halves_below_the_pass_that_failed_then_recovers_gradually() -> N
     budget = TokenBudget(16384)
     budget.out_of_memory(4096)
     assert budget.current == 2048
-    budget.out_of_memory(10_000)  # a larger failing pass never raises it
+    budget.out_of_memory(10_000)  # a larger failing pass never raises it (nor lowers it)
+    assert budget.current == 2048
+    budget.out_of_memory(2048)
     assert budget.current == 1024
     for _ in range(RECOVERY_PASSES - 1):
         budget.fitted()
@@ -110,6 +112,18 @@ def test_budget_halves_below_the_pass_that_failed_then_recovers_gradually() -> N
     for _ in range(100 * RECOVERY_PASSES):
         budget.fitted()
     assert budget.current == 16384  # never past the ceiling
+
+
+def test_an_input_too_large_alone_lowers_the_budget_once_however_often_it_is_retried() -> None:
+    budget = TokenBudget(16384)
+    enc = OutOfMemoryEncoder(most_inputs=64, most_tokens=100)
+    for _ in range(5):  # as the follower retries it: in a page, alone, on every page read
+        parts = forward_in_parts(enc.forward, tokens([10, 200, 10]))
+        assert parts.rows[1] is None and parts.failed_tokens == 200
+        budget.out_of_memory(parts.failed_tokens)
+        assert budget.current == 100  # halved below the 200 that failed, once
+    budget.out_of_memory(100)  # a batch within the budget that fails still halves it
+    assert budget.current == 50
 
 
 def test_too_large_names_the_input_and_its_tokens() -> None:
