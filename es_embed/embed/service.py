@@ -1,11 +1,11 @@
 """EmbeddingService: the asyncio front end of the models running on one dedicated thread.
 
 Two lanes feed the model (``lanes.py``: the query lane first, bounded admission, batch
-cutting). Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk
-flood never delays a query's tokenisation). A batch that runs out of memory is split and
-retried (``memory.py``): only an input that cannot fit even alone is refused (413). Any
-other model failure fails every waiting request with 503 and marks the service unhealthy
-until a probe succeeds. ``startup.py`` builds one from the settings.
+cutting). Tokenisation runs on worker threads, one per lane and one for reranker pairs
+(never on the event loop; a query's never waits behind bulk texts or rerank pairs). A batch
+that runs out of memory is split and retried (``memory.py``): only an input that cannot fit
+even alone is refused (413). Any other model failure fails every waiting request with 503
+and marks the service unhealthy until a probe succeeds. ``startup.py`` builds one from the settings.
 
 An optional reranker shares all of it: its pairs queue on the query lane, with the same
 admission and metrics, and run on the same thread, one model per batch (``batching.py``).
@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,11 @@ from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The tokenizer threads: one per lane, and one for reranker pairs. A window of long pairs
+# takes tens of ms to tokenise; a query tokenised behind it would reach the query lane after
+# the next rerank batch had started, and wait for two batches instead of one.
+Tokenizing = Literal["query", "bulk", "pairs"]
+TOKENIZERS: tuple[Tokenizing, ...] = (*LANES, "pairs")
 
 MIN_DIMS = 32
 
@@ -71,7 +76,7 @@ class EmbeddingService:
         self._scheduler: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._runner = ModelRunner(encoder, reranker, registry)
-        self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
+        self._tokenizers: dict[Tokenizing, ThreadPoolExecutor] = {}
         self._failure: str | None = None
         self._failed: ModelKind = "embed"  # the model the probe must see working again
         self._stopping = False
@@ -98,7 +103,8 @@ class EmbeddingService:
     async def start(self) -> None:
         self._runner.start()
         self._tokenizers = {
-            lane: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{lane}") for lane in LANES
+            name: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{name}")
+            for name in TOKENIZERS
         }
         self._scheduler = asyncio.create_task(self._schedule(), name="es-embed-scheduler")
         self._m_healthy.set(1)
@@ -260,18 +266,17 @@ class EmbeddingService:
         if not documents:
             return Reranked(np.zeros(0, np.float32), 0, 0)
         self._admit("query", len(documents))
-        tokens = await self._tokenize(
-            "query", reranker.tokenize_pairs, query, documents, instruction
-        )
+        pairs = reranker.tokenize_pairs
+        tokens = await self._tokenize("pairs", pairs, query, documents, instruction)
         truncated = sum(1 for t in tokens if t.truncated)
         self._m_truncated.inc(truncated)
         scores = await self._submit("query", "rerank", tokens)
         return Reranked(scores, sum(len(t.ids) for t in tokens), truncated)
 
-    async def _tokenize(self, lane: Lane, tokenize: Callable[..., T], *args: Any) -> T:
-        """Run a tokenizer on the lane's own thread (a bulk flood never delays a query's)."""
+    async def _tokenize(self, pool: Tokenizing, tokenize: Callable[..., T], *args: Any) -> T:
+        """Run a tokenizer on its own thread (a query's never waits behind other work)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizers[lane], tokenize, *args)
+        return await loop.run_in_executor(self._tokenizers[pool], tokenize, *args)
 
     async def _submit(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
         """Queue tokenised inputs and wait for the model's output for each, in order."""

@@ -7,7 +7,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -104,6 +104,34 @@ async def test_an_embedding_query_waits_for_at_most_the_rerank_batch_in_flight()
         assert recorder.log == [("rerank", 2), ("embed", 1), *[("rerank", 2)] * 3]
     finally:
         recorder.gate.set()
+        await svc.stop()
+
+
+async def test_a_querys_tokenisation_never_waits_behind_rerank_pairs() -> None:
+    """Pairs are tokenised on their own thread: a query sent while a window of pairs is being
+    tokenised is answered first (on one shared thread it would reach the lane after them,
+    then wait for their batch as well)."""
+    tokenizing, release = threading.Event(), threading.Event()
+    reranker = FakeReranker()
+    inner = reranker.tokenize_pairs
+
+    def slow_pairs(*args: Any) -> list[Tokenized]:
+        tokenizing.set()
+        release.wait(10)
+        return inner(*args)
+
+    reranker.tokenize_pairs = slow_pairs  # type: ignore[method-assign]
+    recorder = Recorder()
+    svc = await started(reranker, recorder.watch(FakeEncoder(), "embed"))
+    try:
+        pairs = asyncio.create_task(svc.rerank("q", [f"doc {i}" for i in range(50)]))
+        await asyncio.to_thread(tokenizing.wait, 5)
+        query = await asyncio.wait_for(svc.embed(["a query"], input_type="query"), 5)
+        assert query.vectors.shape[0] == 1 and not pairs.done()
+        release.set()
+        assert len((await pairs).scores) == 50
+    finally:
+        release.set()
         await svc.stop()
 
 
