@@ -113,6 +113,11 @@ class BatchSettings:
         "Cut every bulk batch to about this many ms of model time (from the measured speed), "
         "so a query never waits long behind one; 0 = no bound (token budget only).",
     )
+    max_rerank_batch_ms: float = setting(
+        100.0,
+        "Cut every rerank batch to about this many ms of model time (from the reranker's "
+        "measured speed), so an embedding query never waits long behind one; 0 = no bound.",
+    )
     query_anticipation_ms: float = setting(
         5.0, "After answering a query, hold bulk work this long for the client's next query."
     )

@@ -4,9 +4,15 @@ The query lane always goes first, so an interactive query waits for at most the 
 flight; and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time,
 from the model's speed measured as it runs (a moving average of forward time per padded
 token), so that wait stays short even while a back-fill saturates the model. A faster device
-gets larger bulk batches by itself. A client that sends its next query right after an answer
-also finds the model free: bulk work is held for a few ms after each answered query while
-queries arrive that way (anticipation). Every batch fits the token budget (``memory.py``),
+gets larger bulk batches by itself. Reranker pairs share the query lane behind embedding
+queries, and their batches are cut the same way to ``batching.max_rerank_batch_ms`` at the
+reranker's own measured speed: a window of 50 long pairs in one pass could otherwise hold
+an embedding query for a second on a CPU. (Learning from batches that were cut by that
+speed converges on batches of the bound: a pass's fixed cost makes the measured time per
+token larger for small batches, which shrinks the next ones only until they take the
+bound.) A client that sends its next query right after an answer also finds the model free:
+bulk work is held for a few ms after each answered query while queries arrive that way
+(anticipation). Every batch fits the token budget (``memory.py``),
 which an out-of-memory error lowers for a while. Admission is bounded per lane (429 beyond
 it). This module never runs the model: the service asks it for the next batch, runs it, and
 reports how long the batch took.
@@ -22,7 +28,7 @@ from collections import deque
 from es_embed.config import BatchSettings
 from es_embed.embed.batching import Item, Request, cut_batch, padded_cost
 from es_embed.embed.memory import FIXED_TOKEN_BUDGET, TokenBudget
-from es_embed.embed.protocol import Lane, Tokenized
+from es_embed.embed.protocol import Lane, ModelKind, Tokenized
 from es_embed.errors import EmbedError, overloaded
 from es_embed.metrics import Registry
 
@@ -44,7 +50,8 @@ class Lanes:
         # has shown its pace, assume so.
         self._back_to_back = True
         self._bulk_waiting_since = 0.0  # last bulk batch, or when the bulk lane filled
-        self._seconds_per_token = 0.0  # moving average of bulk forward time per padded token
+        self._embed_speed = Speed()  # of bulk batches
+        self._rerank_speed = Speed()  # of reranker batches
         self.budget = TokenBudget(batching.max_batch_tokens or FIXED_TOKEN_BUDGET)
         self._m_queue = registry.gauge(
             "es_embed_queue_depth", "Inputs waiting, by lane.", ("lane",), known=[LANES]
@@ -121,7 +128,12 @@ class Lanes:
                 await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
 
     def ran(
-        self, lane: Lane, tokens: list[Tokenized], seconds: float, failed_tokens: int | None = None
+        self,
+        lane: Lane,
+        tokens: list[Tokenized],
+        seconds: float,
+        failed_tokens: int | None = None,
+        kind: ModelKind = "embed",
     ) -> None:
         """A batch came off the model: learn its speed and whether it fitted in memory
         (``failed_tokens``: the smallest pass of it that did not); an answered query may start
@@ -130,41 +142,37 @@ class Lanes:
             self.budget.out_of_memory(failed_tokens)
         else:
             self.budget.fitted()
-        # Bulk batches only: a lone query's pass is mostly fixed cost and would understate the
-        # speed. A batch that was split is not learnt from: its time includes failed passes.
-        if lane == "bulk" and failed_tokens is None:
-            self._learn_speed(tokens, seconds)
+        # Bulk batches and rerank batches only: a lone query's pass is mostly fixed cost and
+        # would understate the speed. A batch that was split is not learnt from: its time
+        # includes failed passes.
+        if failed_tokens is None and kind == "rerank":
+            self._rerank_speed.learn(tokens, seconds)
+        elif failed_tokens is None and lane == "bulk":
+            self._embed_speed.learn(tokens, seconds)
         if lane == "query":
             self._query_answered = time.monotonic()
         self._update_budget()
 
-    def _learn_speed(self, tokens: list[Tokenized], seconds: float) -> None:
-        per_token = seconds / padded_cost([len(t.ids) for t in tokens])
-        self._seconds_per_token = (
-            per_token
-            if self._seconds_per_token == 0
-            else 0.8 * self._seconds_per_token + 0.2 * per_token
-        )
-
     @property
     def tokens_per_second(self) -> float:
         """The measured speed of bulk batches (padded tokens per second); 0 until measured."""
-        return 1 / self._seconds_per_token if self._seconds_per_token > 0 else 0.0
+        return self._embed_speed.tokens_per_second
 
     def bulk_budget(self) -> int:
         """Padded tokens of the next bulk batch: the token budget, cut to max_bulk_batch_ms of
         model time at the measured speed (the token budget alone until a pass is measured:
         the service's start-up warm-up measures one)."""
-        budget = self.budget.current
-        bound_ms = self._batching.max_bulk_batch_ms
-        if bound_ms > 0 and self._seconds_per_token > 0:
-            budget = min(budget, max(1, int(bound_ms / 1000 / self._seconds_per_token)))
-        return budget
+        return self._embed_speed.cut(self.budget.current, self._batching.max_bulk_batch_ms)
+
+    def rerank_budget(self) -> int:
+        """Padded tokens of the next rerank batch: the token budget, cut to
+        max_rerank_batch_ms at the reranker's measured speed (once a rerank batch ran)."""
+        return self._rerank_speed.cut(self.budget.current, self._batching.max_rerank_batch_ms)
 
     def describe(self, how: str) -> str:
         """The token budget (chosen ``how``) and the bulk bound, as the start-up log says."""
         text = f"token budget {self.budget.current:,} ({how})"
-        if self._batching.max_bulk_batch_ms > 0 and self._seconds_per_token > 0:
+        if self._batching.max_bulk_batch_ms > 0 and self.tokens_per_second > 0:
             text += (
                 f"; bulk batches up to {self._batching.max_bulk_batch_ms:g} ms = "
                 f"{self.bulk_budget():,} tokens at {self.tokens_per_second:,.0f} tokens/s"
@@ -186,7 +194,8 @@ class Lanes:
                 return None
             max_tokens = self.bulk_budget() if lane == "bulk" else self.budget.current
             window = max(4 * b.max_batch_size, SORT_WINDOW)
-            batch = cut_batch(self._queues[lane], max_tokens, b.max_batch_size, window)
+            rerank: dict[ModelKind, int] = {"rerank": self.rerank_budget()}
+            batch = cut_batch(self._queues[lane], max_tokens, b.max_batch_size, window, rerank)
             if batch:
                 return lane, batch
         return None
@@ -209,3 +218,25 @@ class Lanes:
             self._bulk_waiting_since + self._batching.bulk_max_hold_ms / 1000,
         )
         return max(0.0, ends - now)
+
+
+class Speed:
+    """A model's measured speed: a moving average of forward time per padded token."""
+
+    def __init__(self) -> None:
+        self.seconds_per_token = 0.0  # 0 until a batch is measured
+
+    def learn(self, tokens: list[Tokenized], seconds: float) -> None:
+        per_token = seconds / padded_cost([len(t.ids) for t in tokens])
+        old = self.seconds_per_token
+        self.seconds_per_token = per_token if old == 0 else 0.8 * old + 0.2 * per_token
+
+    @property
+    def tokens_per_second(self) -> float:
+        return 1 / self.seconds_per_token if self.seconds_per_token > 0 else 0.0
+
+    def cut(self, budget: int, bound_ms: float) -> int:
+        """``budget``, cut to the padded tokens that take ``bound_ms`` (0: no bound)."""
+        if bound_ms > 0 and self.seconds_per_token > 0:
+            return min(budget, max(1, int(bound_ms / 1000 / self.seconds_per_token)))
+        return budget

@@ -340,7 +340,7 @@ class EmbeddingService:
         started = time.perf_counter()
         parts = await self._runner.run(lane, kind, tokens, record)
         seconds = time.perf_counter() - started
-        self._lanes.ran(lane, tokens, seconds, parts.failed_tokens)
+        self._lanes.ran(lane, tokens, seconds, parts.failed_tokens, kind)
         if parts.failed_tokens is not None:
             log.warning(
                 "out of memory on a batch of %d inputs: split %d times; token budget lowered "

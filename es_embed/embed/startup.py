@@ -4,7 +4,8 @@ server answers anything.
 
 The warm-up runs the shapes the model will see before the first request does, so the first
 request is not slow (CUDA kernels, allocator pools) and the first bulk batch is already cut
-to ``batching.max_bulk_batch_ms``: the warm-up measured the model's speed.
+to ``batching.max_bulk_batch_ms``: the warm-up measured the model's speed. A reranker is
+warmed up the same way, so its first batch is cut to ``batching.max_rerank_batch_ms``.
 """
 
 from __future__ import annotations
@@ -62,17 +63,23 @@ async def embedding_service(
     await service.start()
     try:
         if loaded is not None and warm_up:
-            await start_up(service, loaded, settings.batching)
+            await start_up(service, loaded, settings.batching, reranker)
         yield service
     finally:
         await service.stop()
 
 
-async def start_up(service: EmbeddingService, encoder: HFEncoder, batching: BatchSettings) -> None:
+async def start_up(
+    service: EmbeddingService,
+    encoder: HFEncoder,
+    batching: BatchSettings,
+    reranker: Reranker | None = None,
+) -> None:
     """Budget from the device, warm-up, and one log line saying device, dtype, memory in use,
     the token budget and how it was chosen, and the bulk bound at the measured speed."""
     budget, how = encoder.token_budget(batching.max_batch_tokens)
-    await warm_up(service, encoder, batching, budget, prove_budget=encoder.info.device != "cpu")
+    prove = encoder.info.device != "cpu"
+    await warm_up(service, encoder, batching, budget, prove_budget=prove, reranker=reranker)
     info = encoder.info
     log.info(
         "model ready: %s on %s (%s), memory %s; %s",
@@ -90,11 +97,13 @@ async def warm_up(
     batching: BatchSettings,
     token_budget: int | None = None,
     prove_budget: bool = True,
+    reranker: Reranker | None = None,
 ) -> None:
     """The largest batch the token budget allows (``prove_budget``: it shows the budget fits,
     and one that does not is halved until it does; pointless in host memory, which swaps
     rather than fails), a bulk batch of about max_bulk_batch_ms (whose measured speed bounds
-    the first real one), and a lone query. None of it counts in the batch metrics."""
+    the first real one), and a lone query; then, with a ``reranker``, one long pair and a
+    rerank batch of about max_rerank_batch_ms. None of it counts in the batch metrics."""
     lanes = service.lanes
     budget = lanes.budget
     if token_budget is not None:
@@ -110,3 +119,8 @@ async def warm_up(
     await service.run_batch("bulk", "embed", bulk, record=False)
     query = encoder.tokenize([service.format_query("warm-up")])
     await service.run_batch("query", "embed", query, record=False)
+    if reranker is not None:
+        pair = reranker.tokenize_pairs("warm-up", [" ".join(["warm"] * WARMUP_WIDTH)])
+        await service.run_batch("query", "rerank", pair, record=False)  # learns a first speed
+        n = max(1, min(most, lanes.rerank_budget() // len(pair[0].ids)))
+        await service.run_batch("query", "rerank", pair * n, record=False)
