@@ -28,6 +28,12 @@ What it does, in order:
 5. Latency: ``--latency-queries`` queries, each searched once per mode with a fresh query
    embedding (embed + Elasticsearch + fusion, the ``took_ms`` of the answer), modes
    interleaved; p50/p95 per mode and hybrid p50 over the slower single leg's p50.
+6. ``--reranker DIR`` (a Qwen3-Reranker or a cross-encoder directory, or a hub id when the
+   hub is reachable): one more run, the default hybrid with its top ``--rerank-window``
+   reranked in the sidecar (``rerank: {window}`` of ``/v1/search``), in both tables and the
+   latency. ``--reranker-device`` places it (``auto``: CUDA when there is one).
+
+    python bench/quality.py --dataset arguana --reranker ~/models/Qwen3-Reranker-0.6B
 
 MiniLM on 2 (shared) CPU cores embeds 15-30 ArguAna documents a second: 5-10 minutes for
 the 8,674 documents, once (the index is reused afterwards), plus a minute or two for the
@@ -67,8 +73,15 @@ from bench.quality_eval import (  # noqa: E402
 )
 from devtools.datasets import shared_data_dir  # noqa: E402
 from devtools.es_node import node_url  # noqa: E402
-from es_embed.config import BatchSettings, IndexSettings, ModelSettings, PassageSettings  # noqa: E402
-from es_embed.embed.protocol import Encoder  # noqa: E402
+from es_embed.api.search import rerank_stage  # noqa: E402
+from es_embed.config import (  # noqa: E402
+    BatchSettings,
+    IndexSettings,
+    ModelSettings,
+    PassageSettings,
+    RerankerSettings,
+)
+from es_embed.embed.protocol import Encoder, Reranker  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 from es_embed.indices.resolve import resolve_index  # noqa: E402
 from es_embed.ingest.loader import IngestOptions, Loader  # noqa: E402
@@ -160,6 +173,15 @@ def load_model(settings: ModelSettings) -> Encoder:
     from es_embed.embed.encoder import load_encoder
 
     return load_encoder(settings)
+
+
+def load_rerank_model(args: argparse.Namespace) -> Reranker | None:
+    """``--reranker``, or None; ``reranker.max_length`` stays the default (the model's)."""
+    if not getattr(args, "reranker", None):
+        return None
+    from es_embed.embed.rerank import load_reranker
+
+    return load_reranker(RerankerSettings(name=args.reranker, device=args.reranker_device))
 
 
 async def analyzer_for(es: AsyncElasticsearch, lang: str) -> str:
@@ -256,15 +278,26 @@ def cached(embed: Callable[[str, int | None], Awaitable[np.ndarray]]) -> Any:
     return get
 
 
+def rerank_run(window: int) -> tuple[str, str, str]:
+    """``--reranker``'s run: the default hybrid with its top ``window`` reranked."""
+    return (f"hybrid auto + rerank {window}", "hybrid", "auto")
+
+
 async def quality_runs(
-    searcher: Searcher, data: Dataset, index: str, runs: Sequence[tuple[str, str, str]]
+    searcher: Searcher,
+    data: Dataset,
+    index: str,
+    runs: Sequence[tuple[str, str, str]],
+    reranks: dict[str, int] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[Hit]]]]:
-    """Every run's metrics on each half, and its hits (for the tuning grid)."""
+    """Every run's metrics on each half, and its hits (for the tuning grid); ``reranks``:
+    the rerank window of the runs that rerank, by label."""
     split = halves(data.qrels)
     rows, hits = [], {}
     for label, mode, how in runs:
         start = time.monotonic()
-        hits[label] = await run_queries(searcher, data, index, mode, how)
+        rerank = (reranks or {}).get(label)
+        hits[label] = await run_queries(searcher, data, index, mode, how, rerank=rerank)
         run = ranked(hits[label], data.name in IGNORE_IDENTICAL_IDS)
         row: dict[str, Any] = {"run": label}
         for name, qrels in split.items():
@@ -280,14 +313,21 @@ async def quality_runs(
 
 
 async def run_queries(
-    searcher: Searcher, data: Dataset, index: str, mode: str, how: str, concurrency: int = 4
+    searcher: Searcher,
+    data: Dataset,
+    index: str,
+    mode: str,
+    how: str,
+    concurrency: int = 4,
+    rerank: int | None = None,
 ) -> dict[str, list[Hit]]:
     """Every query's hits as the searcher answered them (the query's own document kept)."""
     hits: dict[str, list[Hit]] = {}
     gate = asyncio.Semaphore(concurrency)
 
     async def one(qid: str, text: str) -> None:
-        spec = SearchSpec(index=index, query=text, mode=mode, fusion=how, k=DEPTH, window=DEPTH)  # type: ignore[arg-type]
+        spec = SearchSpec(index=index, query=text, mode=mode, fusion=how, k=DEPTH, window=DEPTH,  # type: ignore[arg-type]
+                          rerank=rerank)  # fmt: skip
         async with gate:
             result = await searcher.search(spec)
         hits[qid] = result.hits
@@ -296,15 +336,21 @@ async def run_queries(
     return hits
 
 
-async def latency(searcher: Searcher, data: Dataset, index: str, n: int) -> dict[str, list[float]]:
+async def latency(
+    searcher: Searcher, data: Dataset, index: str, n: int, reranks: dict[str, int] | None = None
+) -> dict[str, list[float]]:
+    reranks = reranks or {}
     by_label = {label: (mode, how) for label, mode, how in RUNS}
-    times: dict[str, list[float]] = {label: [] for label in LATENCY_RUNS}
+    by_label.update({label: rerank_run(w)[1:] for label, w in reranks.items()})
+    labels = LATENCY_RUNS + list(reranks)
+    times: dict[str, list[float]] = {label: [] for label in labels}
     qids = list(data.queries)[:n]
     for i, qid in enumerate(qids):
-        order = LATENCY_RUNS[i % len(LATENCY_RUNS) :] + LATENCY_RUNS[: i % len(LATENCY_RUNS)]
+        order = labels[i % len(labels) :] + labels[: i % len(labels)]
         for label in order:
             mode, how = by_label[label]
-            spec = SearchSpec(index=index, query=data.queries[qid], mode=mode, fusion=how)  # type: ignore[arg-type]
+            spec = SearchSpec(index=index, query=data.queries[qid], mode=mode, fusion=how,  # type: ignore[arg-type]
+                              rerank=reranks.get(label))  # fmt: skip
             result = await searcher.search(spec)
             times[label].append(result.took_ms)
     return times
@@ -324,7 +370,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     model = minilm_settings()
     index = args.index or f"es-embed-bench-{args.dataset}"
     encoder = await asyncio.to_thread(load_model, model)
-    service = EmbeddingService(encoder, BatchSettings(), model)
+    reranker = await asyncio.to_thread(load_rerank_model, args)
+    service = EmbeddingService(encoder, BatchSettings(), model, reranker=reranker)
     await service.start()
     es = AsyncElasticsearch(args.es_url, request_timeout=120)
     try:
@@ -342,17 +389,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         options = mapping["embedding"].get("index_options", {}).get("type", "?")
         conf = IndexSettings(name=index, text_fields=("title", "text"), vector_field="embedding")
         target = resolve_index(conf, service.info.shape)
-        quality = Searcher(es, cached(service.embed_query), [target])
+        stage = rerank_stage(service)
+        quality = Searcher(es, cached(service.embed_query), [target], rerank=stage)
         runs = list(RUNS)
         native = await native_unavailable(es, index, "rrf")
         if native is None:
             runs += NATIVE_RUNS
-        rows, hits = await quality_runs(quality, data, index, runs)
+        reranks = {rerank_run(args.rerank_window)[0]: args.rerank_window} if stage else {}
+        runs += [rerank_run(args.rerank_window)] if stage else []
+        rows, hits = await quality_runs(quality, data, index, runs, reranks)
         zero = {"bm25": 0.0, "knn": fusion.ZERO_EVIDENCE[target.similarity]}
         drop_self = data.name in IGNORE_IDENTICAL_IDS
         grid = tune(halves(data.qrels)["tune"], hits, zero, drop_self)
-        fresh = Searcher(es, service.embed_query, [target])
-        times = await latency(fresh, data, index, min(args.latency_queries, len(data.queries)))
+        fresh = Searcher(es, service.embed_query, [target], rerank=stage)
+        n = min(args.latency_queries, len(data.queries))
+        times = await latency(fresh, data, index, n, reranks)
     finally:
         await es.close()
         await service.stop()
@@ -364,6 +415,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "queries": len(data.queries),
         "analyzer": analyzer,
         "model": service.info.model_id,
+        "reranker": stage.model if stage else None,
         "index_options": options,
         "elasticsearch": es_version,
         "native": native or "available",
@@ -385,7 +437,8 @@ def table(report: dict[str, Any]) -> str:
         f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries "
         f"(reported half {split['report']:,}, tuning half {split['tune']:,}); MiniLM-L6-v2, "
         f"analyzer `{report['analyzer']}`, dense_vector `{report['index_options']}`, "
-        f"Elasticsearch {report['elasticsearch']}",
+        f"Elasticsearch {report['elasticsearch']}"
+        + (f"; reranker `{report['reranker']}`" if report.get("reranker") else ""),
         "",
         "| run (reported half) | nDCG@10 | Recall@100 | p50 ms | p95 ms |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -421,6 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--reindex", action="store_true", help="reload even if the index is current")
     p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--reranker", help="reranker directory (or hub id): adds a reranked run")
+    p.add_argument("--reranker-device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--rerank-window", type=int, default=DEPTH, help="hits reranked per query")
     return run_and_report(p.parse_args(argv), bench, table)
 
 

@@ -118,6 +118,11 @@ class BatchSettings:
         "Cut every bulk batch to about this many ms of model time (from the measured speed), "
         "so a query never waits long behind one; 0 = no bound (token budget only).",
     )
+    max_rerank_batch_ms: float = setting(
+        100.0,
+        "Cut every rerank batch to about this many ms of model time (from the reranker's "
+        "measured speed), so an embedding query never waits long behind one; 0 = no bound.",
+    )
     query_anticipation_ms: float = setting(
         5.0, "After answering a query, hold bulk work this long for the client's next query."
     )
@@ -298,8 +303,7 @@ def _build_index(item: Any, where: str) -> IndexSettings:
         raise ConfigError(f"{where}: expected a mapping with at least 'name'")
     if not item.get("name"):
         raise ConfigError(f"{where}.name: missing; every index entry needs a name")
-    built: IndexSettings = _build(IndexSettings, item, where, {})
-    return built
+    return typing.cast(IndexSettings, _build(IndexSettings, item, where, {}))
 
 
 def _coerce(value: Any, hint: Any, key: str, from_env: bool = False) -> Any:
@@ -329,12 +333,9 @@ def _coerce(value: Any, hint: Any, key: str, from_env: bool = False) -> Any:
             return _build(hint, value, key, {})
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if hint is bool:
-        if (
-            from_env
-            and isinstance(value, str)
-            and value.lower() in ("1", "true", "yes", "0", "false", "no")
-        ):
-            return value.lower() in ("1", "true", "yes")
+        truthy, falsy = ("1", "true", "yes"), ("0", "false", "no")
+        if from_env and isinstance(value, str) and value.lower() in truthy + falsy:
+            return value.lower() in truthy
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value

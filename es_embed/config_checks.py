@@ -42,7 +42,8 @@ WAITS = (
 ).split()
 OPTIONAL_WAITS = "server.drain_seconds batching.retry_after_seconds".split()
 OPTIONAL_WAITS_MS = (
-    "batching.max_bulk_batch_ms batching.query_anticipation_ms batching.bulk_max_hold_ms"
+    "batching.max_bulk_batch_ms batching.max_rerank_batch_ms batching.query_anticipation_ms "
+    "batching.bulk_max_hold_ms"
 ).split()
 # setting -> (may it be 0?, largest allowed)
 BOUNDS: dict[str, tuple[bool, float]] = {

@@ -162,7 +162,8 @@ async def _embedder(
         async with contextlib.AsyncExitStack() as stack:
             embed: QueryEmbedder = _no_vectors
             shape = None
-            if spec.needs_vector:
+            # A reranked search may embed the query to find a passages index's best passages.
+            if spec.needs_vector or reranks:
                 embed, shape = await stack.enter_async_context(_server_embedder(settings, server))
             stage = (
                 await stack.enter_async_context(_server_reranker(settings, server))

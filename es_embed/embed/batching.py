@@ -13,6 +13,7 @@ rerank must never hold up an interactive query by more than the batch in flight.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,16 +54,26 @@ def padded_cost(lengths: list[int]) -> int:
     return max(lengths) * len(lengths) if lengths else 0
 
 
-def cut_batch(queue: deque[Item], max_tokens: int, max_size: int, window: int) -> list[Item]:
+def cut_batch(
+    queue: deque[Item],
+    max_tokens: int,
+    max_size: int,
+    window: int,
+    kind_tokens: Mapping[ModelKind, int] | None = None,
+) -> list[Item]:
     """Remove and return the next batch from ``queue`` (oldest first; never empty if queue isn't).
 
-    Items of cancelled requests are dropped here, before they reach the model.
+    ``kind_tokens``: a tighter token budget for a batch of that kind (rerank batches are cut
+    to bounded model time). Items of cancelled requests are dropped here, before they reach
+    the model.
     """
     while queue and queue[0].request.cancelled:
         queue.popleft()
     if not queue:
         return []
-    head, other = _head_of_kind(queue, _next_kind(queue), window)
+    kind = _next_kind(queue)
+    max_tokens = min(max_tokens, (kind_tokens or {}).get(kind, max_tokens))
+    head, other = _head_of_kind(queue, kind, window)
     head.sort(key=lambda it: (it.length, it.seq))
     anchor = min(range(len(head)), key=lambda i: head[i].seq)  # the oldest item
     lo = hi = anchor

@@ -3,7 +3,10 @@
 The query lane always goes first, so an interactive query waits for at most the batch in flight;
 and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time on the device
 that takes it, from that device's measured speed (``pace.py``, ``speed.py``), so that wait stays
-short even while a back-fill saturates every device. A client that sends its next query right
+short even while a back-fill saturates every device. Reranker pairs share the query lane behind
+embedding queries, and their batches are cut the same way to ``batching.max_rerank_batch_ms`` at
+the reranker's own measured speed: a window of 50 long pairs in one pass could otherwise hold an
+embedding query for a second on a CPU. A client that sends its next query right
 after an answer also finds a device free: bulk work is held for a few ms after each answered
 query while queries arrive that way (anticipation). Every batch fits its device's token budget
 (``memory.py``), which an out-of-memory error lowers for a while. Admission is bounded per lane
@@ -21,7 +24,7 @@ from collections import deque
 from es_embed.config import BatchSettings
 from es_embed.embed.batching import Item, Request, cut_batch
 from es_embed.embed.pace import Pace
-from es_embed.embed.protocol import Lane, Tokenized
+from es_embed.embed.protocol import Lane, ModelKind, Tokenized
 from es_embed.errors import EmbedError, overloaded
 from es_embed.metrics import Registry
 
@@ -126,10 +129,11 @@ class Lanes:
         tokens: list[Tokenized],
         seconds: float,
         failed_tokens: int | None = None,
+        kind: ModelKind = "embed",
     ) -> None:
         """A batch came off the device of ``pace`` (which learns from it, ``Pace.ran``); an
         answered query may start a hold."""
-        pace.ran(lane, tokens, seconds, failed_tokens)
+        pace.ran(lane, tokens, seconds, failed_tokens, kind)
         if lane == "query":
             self._query_answered = time.monotonic()
         self._update_budget()
@@ -148,7 +152,9 @@ class Lanes:
             if lane == "bulk" and self._bulk_hold() > 0:
                 return None
             window = max(4 * b.max_batch_size, SORT_WINDOW)
-            batch = cut_batch(self._queues[lane], pace.max_tokens(lane), b.max_batch_size, window)
+            rerank: dict[ModelKind, int] = {"rerank": pace.rerank_budget()}
+            queue = self._queues[lane]
+            batch = cut_batch(queue, pace.max_tokens(lane), b.max_batch_size, window, rerank)
             if batch:
                 return lane, batch
         return None

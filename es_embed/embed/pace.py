@@ -16,18 +16,25 @@ from __future__ import annotations
 from es_embed.config import BatchSettings
 from es_embed.embed.batching import padded_cost
 from es_embed.embed.memory import FIXED_TOKEN_BUDGET, TokenBudget
-from es_embed.embed.protocol import Lane, Tokenized
+from es_embed.embed.protocol import Lane, ModelKind, Tokenized
 from es_embed.embed.speed import PassSpeed
 
 
 class Pace:
     def __init__(self, batching: BatchSettings) -> None:
         self._bound_ms = batching.max_bulk_batch_ms
-        self.speed = PassSpeed()  # learnt from every pass that fitted in memory
+        self._rerank_bound_ms = batching.max_rerank_batch_ms
+        self.speed = PassSpeed()  # the embedder's, from every pass that fitted in memory
+        self.rerank_speed = PassSpeed()  # the reranker's, from its batches
         self.budget = TokenBudget(batching.max_batch_tokens or FIXED_TOKEN_BUDGET)
 
     def ran(
-        self, lane: Lane, tokens: list[Tokenized], seconds: float, failed_tokens: int | None = None
+        self,
+        lane: Lane,
+        tokens: list[Tokenized],
+        seconds: float,
+        failed_tokens: int | None = None,
+        kind: ModelKind = "embed",
     ) -> None:
         """A batch came off this device: learn its speed and whether it fitted in memory
         (``failed_tokens``: the smallest pass of it that did not)."""
@@ -35,8 +42,21 @@ class Pace:
             self.budget.out_of_memory(failed_tokens)
         else:
             self.budget.fitted()
-            # A batch that was split is not learnt from: its time includes failed passes.
-            self.speed.learn(lane, len(tokens), padded_cost([len(t.ids) for t in tokens]), seconds)
+            self._learn(lane, kind, tokens, seconds)
+
+    def _learn(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], seconds: float) -> None:
+        """A batch that fitted (one that was split is not learnt from: its time includes
+        failed passes). A lone query is mostly the embedder's fixed cost, a bulk batch mostly
+        its token cost; a batch of several queries teaches neither well. Reranker batches
+        teach the reranker's token cost (its fixed cost is not tracked: its batches are
+        bounded for a query's wait, and a rerank is one request, not a back-fill)."""
+        padded = padded_cost([len(t.ids) for t in tokens])
+        if kind == "rerank":
+            self.rerank_speed.learn_tokens(padded, seconds)
+        elif lane == "bulk":
+            self.speed.learn_tokens(padded, seconds)
+        elif len(tokens) == 1:
+            self.speed.learn_fixed(padded, seconds)
 
     @property
     def tokens_per_second(self) -> float:
@@ -51,7 +71,16 @@ class Pace:
         """Padded tokens of the next bulk batch: the token budget, cut to about
         max_bulk_batch_ms of model time at the measured speed (the token budget alone until a
         pass is measured: the service's start-up warm-up measures one)."""
-        timed = self.speed.bulk_tokens(self._bound_ms) if self._bound_ms > 0 else None
+        return self._within(self.speed, self._bound_ms)
+
+    def rerank_budget(self) -> int:
+        """Padded tokens of the next reranker batch: the token budget, cut to
+        max_rerank_batch_ms at the reranker's measured speed (once a rerank batch ran), so an
+        embedding query behind it waits at most that."""
+        return self._within(self.rerank_speed, self._rerank_bound_ms)
+
+    def _within(self, speed: PassSpeed, bound_ms: float) -> int:
+        timed = speed.tokens_within(bound_ms) if bound_ms > 0 else None
         return self.budget.current if timed is None else min(self.budget.current, timed)
 
     def describe(self, how: str) -> str:

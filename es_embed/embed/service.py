@@ -2,11 +2,12 @@
 
 Two lanes feed the models (``lanes.py``: the query lane first, bounded admission, batch
 cutting); each device's replica takes the next batch when it is free (``workers.py``).
-Tokenisation runs on per-lane worker threads (never on the event loop, and a bulk flood never
-delays a query's tokenisation). A batch that runs out of memory is split and retried
-(``memory.py``): only an input that cannot fit even alone is refused (413). Any other model
-failure fails its waiters with 503 and takes its device out until a probe succeeds; with no
-device left, the service is unhealthy. ``startup.py`` builds one from the settings.
+Tokenisation runs on worker threads, one per lane and one for reranker pairs (never on the event
+loop; a query's never waits behind bulk texts or rerank pairs). A batch that runs out of memory
+is split and retried (``memory.py``): only an input that cannot fit even alone is refused (413).
+Any other model failure fails its waiters with 503 and takes its device out until a probe
+succeeds; with no device left, the service is unhealthy. ``startup.py`` builds one from the
+settings.
 
 An optional reranker shares all of it: its pairs queue on the query lane, with the same
 admission and metrics, and run on the same threads, one model per batch (``batching.py``).
@@ -19,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -43,6 +44,11 @@ from es_embed.errors import EmbedError, ErrorKind, invalid, not_found, unavailab
 from es_embed.metrics import Registry
 
 log = logging.getLogger(__name__)
+# The tokenizer threads: one per lane, and one for reranker pairs. A window of long pairs
+# takes tens of ms to tokenise; a query tokenised behind it would reach the query lane after
+# the next rerank batch had started, and wait for two batches instead of one.
+Tokenizing = Literal["query", "bulk", "pairs"]
+TOKENIZERS: tuple[Tokenizing, ...] = (*LANES, "pairs")
 T = TypeVar("T")
 
 MIN_DIMS = 32
@@ -75,7 +81,7 @@ class EmbeddingService:
         self._lanes = Lanes(batching, registry, devices=len(every))
         self._workers = Workers(every, self._lanes, batching, registry, self._probe_tokens)
         self._started = False
-        self._tokenizers: dict[Lane, ThreadPoolExecutor] = {}
+        self._tokenizers: dict[Tokenizing, ThreadPoolExecutor] = {}
         self._stopping = False
         self._m_truncated = registry.counter(
             "es_embed_truncated_inputs_total", "Inputs cut to max_length."
@@ -98,7 +104,8 @@ class EmbeddingService:
 
     async def start(self) -> None:
         self._tokenizers = {
-            lane: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{lane}") for lane in LANES
+            name: ThreadPoolExecutor(1, thread_name_prefix=f"es-embed-tok-{name}")
+            for name in TOKENIZERS
         }
         self._workers.start()
         self._started = True
@@ -257,17 +264,17 @@ class EmbeddingService:
             return Reranked(np.zeros(0, np.float32), 0, 0)
         self._admit("query", len(documents))
         tokens = await self._tokenize(
-            "query", reranker.tokenize_pairs, query, documents, instruction
+            "pairs", reranker.tokenize_pairs, query, documents, instruction
         )
         truncated = sum(1 for t in tokens if t.truncated)
         self._m_truncated.inc(truncated)
         scores = await self._submit("query", "rerank", tokens)
         return Reranked(scores, sum(len(t.ids) for t in tokens), truncated)
 
-    async def _tokenize(self, lane: Lane, tokenize: Callable[..., T], *args: Any) -> T:
-        """Run a tokenizer on the lane's own thread (a bulk flood never delays a query's)."""
+    async def _tokenize(self, pool: Tokenizing, tokenize: Callable[..., T], *args: Any) -> T:
+        """Run a tokenizer on its own thread (a query's never waits behind other work)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizers[lane], tokenize, *args)
+        return await loop.run_in_executor(self._tokenizers[pool], tokenize, *args)
 
     async def _submit(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
         """Queue tokenised inputs and wait for the model's output for each, in order."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from es_embed.embed.protocol import Lane
-
 EFFICIENCY = 0.9  # least share of a bulk pass spent on tokens rather than on its fixed cost
 SMOOTHING = 0.2  # weight of the newest pass in the moving averages
 
@@ -29,24 +27,24 @@ class PassSpeed:
     fixed: float = 0.0  # seconds per pass whatever its size, from lone queries
     per_token: float = 0.0  # seconds per padded token beyond that, from bulk batches
 
-    def learn(self, lane: Lane, inputs: int, padded_tokens: int, seconds: float) -> None:
-        """One pass that fitted in memory. A lone query is mostly fixed cost; a bulk batch
-        mostly token cost; a batch of several queries teaches neither well and is skipped."""
-        if lane == "query" and inputs == 1:
-            self.fixed = _average(self.fixed, max(0.0, seconds - self.per_token * padded_tokens))
-        elif lane == "bulk":
-            # A fixed cost learnt on a quieter moment may exceed this pass: its tokens still
-            # cost something.
-            token_seconds = max(seconds - self.fixed, (1 - EFFICIENCY) * seconds)
-            self.per_token = _average(self.per_token, token_seconds / padded_tokens)
+    def learn_fixed(self, padded_tokens: int, seconds: float) -> None:
+        """A pass of a lone short input: mostly fixed cost."""
+        self.fixed = _average(self.fixed, max(0.0, seconds - self.per_token * padded_tokens))
+
+    def learn_tokens(self, padded_tokens: int, seconds: float) -> None:
+        """A full batch: mostly token cost."""
+        # A fixed cost learnt on a quieter moment may exceed this pass: its tokens still
+        # cost something.
+        token_seconds = max(seconds - self.fixed, (1 - EFFICIENCY) * seconds)
+        self.per_token = _average(self.per_token, token_seconds / padded_tokens)
 
     @property
     def tokens_per_second(self) -> float:
         """Padded tokens per second of token work; 0 until a bulk pass is measured."""
         return 1 / self.per_token if self.per_token > 0 else 0.0
 
-    def bulk_tokens(self, bound_ms: float) -> int | None:
-        """Padded tokens of a bulk batch that takes about ``bound_ms``, or more where the fixed
+    def tokens_within(self, bound_ms: float) -> int | None:
+        """Padded tokens of a batch that takes about ``bound_ms``, or more where the fixed
         cost would otherwise pass a tenth of it; None until a bulk pass is measured."""
         if self.per_token <= 0:
             return None

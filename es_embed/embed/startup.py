@@ -4,7 +4,8 @@ memory, warm each replica up and log what was chosen, all before the server answ
 
 The warm-up runs the shapes the model will see before the first request does, so the first
 request is not slow (CUDA kernels, allocator pools) and the first bulk batch is already cut
-to ``batching.max_bulk_batch_ms``: the warm-up measured the model's speed.
+to ``batching.max_bulk_batch_ms``: the warm-up measured the model's speed. A reranker is
+warmed up the same way, so its first batch is cut to ``batching.max_rerank_batch_ms``.
 """
 
 from __future__ import annotations
@@ -69,14 +70,17 @@ async def embedding_service(
     await service.start()
     try:
         if loaded and warm_up:
-            await start_up(service, loaded, settings.batching)
+            await start_up(service, loaded, settings.batching, reranker)
         yield service
     finally:
         await service.stop()
 
 
 async def start_up(
-    service: EmbeddingService, encoders: list[HFEncoder], batching: BatchSettings
+    service: EmbeddingService,
+    encoders: list[HFEncoder],
+    batching: BatchSettings,
+    reranker: Reranker | None = None,
 ) -> None:
     """For each device's replica in turn: budget from the device, warm-up, and one log line
     saying device, dtype, memory in use, the token budget and how it was chosen, and the bulk
@@ -84,7 +88,9 @@ async def start_up(
     for device, encoder in enumerate(encoders):
         budget, how = encoder.token_budget(batching.max_batch_tokens)
         prove = encoder.info.device != "cpu"
-        await warm_up(service, encoder, batching, budget, prove_budget=prove, device=device)
+        await warm_up(
+            service, encoder, batching, budget, prove_budget=prove, device=device, reranker=reranker
+        )
         info = encoder.info
         log.info(
             "model ready: %s on %s (%s), memory %s; %s",
@@ -103,12 +109,14 @@ async def warm_up(
     token_budget: int | None = None,
     prove_budget: bool = True,
     device: int = 0,
+    reranker: Reranker | None = None,
 ) -> None:
     """On device number ``device``: the largest batch the token budget allows
     (``prove_budget``: it shows the budget fits, and one that does not is halved until it
     does; pointless in host memory, which swaps rather than fails), a bulk batch of about
-    max_bulk_batch_ms (whose measured speed bounds the first real one), and a lone query. None
-    of it counts in the batch metrics."""
+    max_bulk_batch_ms (whose measured speed bounds the first real one), and a lone query; then,
+    with a ``reranker`` (its tokenizer; the device's own replica runs the pairs), one long pair
+    and a rerank batch of about max_rerank_batch_ms. None of it counts in the batch metrics."""
     pace = service.lanes.paces[device]
     budget = pace.budget
     if token_budget is not None:
@@ -124,3 +132,9 @@ async def warm_up(
     await service.workers.run_batch("bulk", "embed", bulk, record=False, device=device)
     query = encoder.tokenize([service.format_query("warm-up")])
     await service.workers.run_batch("query", "embed", query, record=False, device=device)
+    if reranker is not None:
+        pair = reranker.tokenize_pairs("warm-up", [" ".join(["warm"] * WARMUP_WIDTH)])
+        run = service.workers.run_batch
+        await run("query", "rerank", pair, record=False, device=device)  # a first speed
+        n = max(1, min(most, pace.rerank_budget() // len(pair[0].ids)))
+        await run("query", "rerank", pair * n, record=False, device=device)

@@ -158,7 +158,7 @@ class Workers:
         started = time.perf_counter()
         parts = await w.runner.run(lane, kind, tokens, record)
         seconds = time.perf_counter() - started
-        self._lanes.ran(w.pace, lane, tokens, seconds, parts.failed_tokens)
+        self._lanes.ran(w.pace, lane, tokens, seconds, parts.failed_tokens, kind)
         if parts.failed_tokens is not None:
             log.warning(
                 "out of memory on a batch of %d inputs%s: split %d times; token budget lowered "

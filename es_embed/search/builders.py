@@ -255,6 +255,8 @@ class Plan:
     rerank: int | None = None  # then the sidecar reranks the top N of the ranked list
     text_fields: tuple[str, ...] = ()  # what the reranker reads of each hit's _source
     text_in_source: bool = True  # False: the source filter may leave the text out
+    # A passages index: the reranker reads each hit's best passage of this nested field
+    rerank_passages: str | None = None
     passages: PassageRead | None = None  # each hit's best passages come back as inner hits
 
     @property
@@ -274,6 +276,7 @@ def plan(spec: SearchSpec, conf: IndexTarget, vector: Sequence[float] | None) ->
         text_fields=conf.text_fields,
         # Only the default filters (everything but the vector and _embed) surely hold the text.
         text_in_source=spec.source is None or spec.source is True,
+        rerank_passages=conf.vector_field if conf.passages is not None else None,
     )
 
 
@@ -326,6 +329,11 @@ def text_body(keys: Sequence[tuple[str, str]], text_fields: Sequence[str]) -> Bo
     By ``_id`` within each concrete index (one alias may hold the same ``_id`` twice); a
     search rather than ``_mget``, so custom routing needs no knowing.
     """
+    return {"query": ids_query(keys), "size": len(keys), "_source": list(text_fields)}
+
+
+def ids_query(keys: Sequence[tuple[str, str]]) -> Body:
+    """Exactly the documents ``(_index, _id)``: by ``_id`` within each concrete index."""
     by_index: dict[str, list[str]] = {}
     for index, doc_id in keys:
         by_index.setdefault(index, []).append(doc_id)
@@ -333,11 +341,7 @@ def text_body(keys: Sequence[tuple[str, str]], text_fields: Sequence[str]) -> Bo
         {"bool": {"filter": [{"term": {"_index": index}}, {"ids": {"values": ids}}]}}
         for index, ids in by_index.items()
     ]
-    return {
-        "query": {"bool": {"should": per_index, "minimum_should_match": 1}},
-        "size": len(keys),
-        "_source": list(text_fields),
-    }
+    return {"bool": {"should": per_index, "minimum_should_match": 1}}
 
 
 def msearch_lines(p: Plan) -> list[Body]:

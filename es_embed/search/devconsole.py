@@ -51,6 +51,16 @@ def _sidecar_part(p: Plan, spec: SearchSpec, reranker: str | None) -> list[str]:
         f"# hits after the first {p.rerank} keep their order), and the page is "
         f"hits [{spec.from_}, {spec.from_ + spec.k}).",
     ]
+    if p.rerank_passages is not None:
+        f = p.rerank_passages
+        lines += [
+            "# Passages index: the reranker reads each hit's best passage as it was embedded",
+            f"# (the first text field, a newline, characters [{f}.start, {f}.end) of the joined",
+            "# text): the kNN leg's first inner hit; for hits without one (found by bm25 alone)",
+            f"# the sidecar runs one more search: the knn on {f}.vector with the same query",
+            "# vector, filtered to those hits' _id, k = their count, inner_hits size 1. A hit",
+            "# with no passages yet is read whole.",
+        ]
     if not p.text_in_source:
         lines.append(
             "# The source filter may leave the text out, so the sidecar reads it with one more "

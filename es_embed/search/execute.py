@@ -21,7 +21,7 @@ from es_embed.indices.resolve import IndexTarget
 from es_embed.search import fusion, rerank
 from es_embed.search.builders import Plan, msearch_lines, plan, text_body
 from es_embed.search.fusion import Hit, Key, LegHit, LegScore
-from es_embed.search.passages import PassageRead, from_inner_hits, with_text
+from es_embed.search.passages import PassageHit, PassageRead, from_inner_hits, with_text
 from es_embed.search.refusal import error_from, foreign, reason, unreachable, withheld
 from es_embed.search.rerank import RerankStage
 from es_embed.search.spec import SearchSpec
@@ -184,20 +184,54 @@ class Searcher:
         top = hits[: p.rerank]
         if not top:
             return hits
-        sources = None if p.text_in_source else await self._texts(top, p, spec)
-        scores = await self.reranker.score(spec.query, rerank.texts(top, p.text_fields, sources))
+        # Passages read for the answer widened _source to the text fields (unless excluded).
+        in_hits = p.text_in_source or (p.passages is not None and not p.passages.no_text)
+        sources = None if in_hits else await self._texts(top, p, spec)
+        if p.rerank_passages is None:
+            texts = rerank.texts(top, p.text_fields, sources)
+        else:
+            missing = [h for h in top if not h.passages]
+            found = await self._best_passages(missing, p, spec) if missing else {}
+            texts = rerank.passage_texts(top, p.text_fields, sources, found)
+        scores = await self.reranker.score(spec.query, texts)
         return rerank.reorder(hits, scores)
 
     async def _texts(self, top: list[Hit], p: Plan, spec: SearchSpec) -> dict[Key, Any]:
         """The text fields of ``top`` when the caller's source filter left them out."""
         body = text_body([(h.index, h.id) for h in top], p.text_fields)
+        raw = await self._rerank_search(p, body, spec)
+        return {(h["_index"], h["_id"]): h.get("_source") for h in raw}
+
+    async def _best_passages(
+        self, hits: list[Hit], p: Plan, spec: SearchSpec
+    ) -> dict[Key, tuple[PassageHit | None, Any]]:
+        """The passage the kNN leg would pick for hits that came without one (BM25 alone),
+        by one nested kNN search restricted to them; bm25 alone embeds the query for it."""
+        field = p.rerank_passages
+        if field is None:
+            raise AssertionError("only a passages index reads passages")
+        vector = rerank.plan_vector(p)
+        if vector is None:
+            try:
+                raw = await self._embed_query(spec.query, self.index_settings(spec.index).dims)
+            except EmbedError as exc:
+                raise _as_query_error(exc) from None
+            vector = np.asarray(raw, dtype=np.float32).tolist()
+        keys = [(h.index, h.id) for h in hits]
+        body = rerank.best_passage_body(keys, field, vector, p.text_fields)
+        return rerank.best_passages(await self._rerank_search(p, body, spec), field,
+                                    p.text_fields)  # fmt: skip
+
+    async def _rerank_search(self, p: Plan, body: Any, spec: SearchSpec) -> list[Any]:
+        """One search the rerank stage needs besides the plan's; its hits."""
         try:
             resp = await self._es.search(index=p.index, body=body)
         except ApiError as exc:
             raise await self._refusal(exc.meta.status, exc.body, "rerank", spec) from None
         except TransportError as exc:
             raise unreachable(exc) from None
-        return {(h["_index"], h["_id"]): h.get("_source") for h in resp["hits"]["hits"]}
+        hits: list[Any] = resp["hits"]["hits"]
+        return hits
 
     async def _msearch(self, p: Plan, spec: SearchSpec) -> dict[str, list[LegHit]]:
         try:

@@ -53,3 +53,34 @@ async def test_serve_loads_the_reranker_and_ranks_by_the_model_card(
     assert [m["id"] for m in models] == [tiny_qwen_dir.name, served]
     assert f"reranker {served} (qwen3 family" in summary
     assert any("qwen3 family" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(180)
+async def test_a_pair_over_max_length_is_cut_scored_as_cut_and_counted_in_usage(
+    tiny_qwen_dir: Path, tiny_qwen_reranker_dir: Path
+) -> None:
+    """As /v1/embeddings reports inputs cut to model.max_length, /v1/rerank reports pairs
+    cut to reranker.max_length, and scores what was kept, as the model card's code does."""
+    max_length = 200
+    settings = settings_from_dict(
+        {
+            "model": {"name": str(tiny_qwen_dir), "device": "cpu"},
+            "reranker": {
+                "name": str(tiny_qwen_reranker_dir),
+                "device": "cpu",
+                "max_length": max_length,
+            },
+        }
+    )
+    documents = [" ".join(DOCUMENTS * 20), DOCUMENTS[0]]
+    async with TestClient(TestServer(create_app(settings))) as client:
+        resp = await client.post("/v1/rerank", json={"query": QUERY, "documents": documents})
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert body["usage"]["truncated_inputs"] == 1
+    assert max_length < body["usage"]["total_tokens"] < 2 * max_length
+    expected = reference_scores(tiny_qwen_reranker_dir, QUERY, documents, max_length=max_length)
+    got = {r["index"]: r["relevance_score"] for r in body["results"]}
+    np.testing.assert_allclose([got[0], got[1]], expected, atol=1e-4)
+    whole = reference_scores(tiny_qwen_reranker_dir, QUERY, documents[:1])  # not cut
+    assert abs(float(whole[0]) - got[0]) > 1e-3

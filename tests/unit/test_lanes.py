@@ -18,7 +18,7 @@ from es_embed.embed.protocol import Lane, Tokenized
 from es_embed.embed.service import EmbeddingService
 from es_embed.embed.startup import warm_up
 from es_embed.metrics import Registry
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, FakeReranker
 
 
 def tokens(lengths: list[int]) -> list[Tokenized]:
@@ -159,5 +159,45 @@ async def test_service_cuts_bulk_batches_from_the_fakes_speed_after_warm_up(
         enc.batches.clear()
         await svc.embed([" ".join(f"w{i}{j}" for j in range(9)) for i in range(6)])  # 10 tokens
         assert enc.batches == batches
+    finally:
+        await svc.stop()
+
+
+async def test_rerank_batches_learn_their_own_speed_and_bound() -> None:
+    ln = lanes(max_bulk_batch_ms=25, max_rerank_batch_ms=100)
+    pace = ln.paces[0]
+    ln.ran(pace, "bulk", tokens([100]), 0.01)  # the embedder: 0.1 ms per padded token
+    ln.ran(pace, "query", tokens([50, 50]), 0.1, kind="rerank")  # the reranker: 1 ms per token
+    assert pace.bulk_budget() == 250 and pace.rerank_budget() == 100
+    assert pace.tokens_per_second == pytest.approx(10_000)  # the embedder's, as the log says
+    # On the query lane: a rerank batch is cut to 100 tokens, an embedding batch is not.
+    ln.enqueue("query", Request(size=30, future=None, kind="rerank"), tokens([10] * 30))
+    lane, batch = await ln.next_batch(pace)
+    assert lane == "query" and len(batch) == 10
+    ln.enqueue("query", Request(size=30, future=None), tokens([10] * 30))
+    _, batch = await ln.next_batch(pace)  # embeddings first, and the token budget alone
+    assert batch[0].request.kind == "embed" and len(batch) == 30
+
+
+def test_no_rerank_bound_until_measured_or_when_zero() -> None:
+    assert lanes().paces[0].rerank_budget() == 16384
+    ln = lanes(max_rerank_batch_ms=0)
+    ln.ran(ln.paces[0], "query", tokens([50, 50]), 0.1, kind="rerank")
+    assert ln.paces[0].rerank_budget() == 16384
+
+
+async def test_warm_up_measures_the_rerankers_speed() -> None:
+    """The warm-up runs one long pair, then a batch cut to the bound at the speed that pair
+    showed (4 ms per padded token, 64 tokens a pair: 900 ms hold 3 pairs while the overhead
+    of the first pass stays under 44 ms)."""
+    enc = FakeEncoder(max_length=32)
+    reranker = FakeReranker(max_length=64, seconds_per_token=0.004)
+    batching = BatchSettings(max_rerank_batch_ms=900)
+    svc = EmbeddingService(enc, batching, ModelSettings(name="fake"), reranker=reranker)
+    await svc.start()
+    try:
+        await warm_up(svc, enc, batching, prove_budget=False, reranker=reranker)
+        assert reranker.batches == [1, 3]
+        assert 64 <= svc.lanes.paces[0].rerank_budget() <= 225
     finally:
         await svc.stop()

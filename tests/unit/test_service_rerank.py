@@ -7,7 +7,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -91,7 +91,9 @@ async def started(
 async def test_an_embedding_query_waits_for_at_most_the_rerank_batch_in_flight() -> None:
     recorder = Recorder()
     reranker = recorder.watch(FakeReranker(), "rerank", gated=True)
-    svc = await started(reranker, recorder.watch(FakeEncoder(), "embed"), max_batch_size=2)
+    # Batches of two pairs by count alone (the gated pass would teach a slow speed otherwise).
+    embedder = recorder.watch(FakeEncoder(), "embed")
+    svc = await started(reranker, embedder, max_batch_size=2, max_rerank_batch_ms=0)
     try:
         first = asyncio.create_task(svc.rerank("q", ["a", "b"]))
         await asyncio.to_thread(recorder.entered.wait, 5)  # a rerank batch is in flight
@@ -104,6 +106,34 @@ async def test_an_embedding_query_waits_for_at_most_the_rerank_batch_in_flight()
         assert recorder.log == [("rerank", 2), ("embed", 1), *[("rerank", 2)] * 3]
     finally:
         recorder.gate.set()
+        await svc.stop()
+
+
+async def test_a_querys_tokenisation_never_waits_behind_rerank_pairs() -> None:
+    """Pairs are tokenised on their own thread: a query sent while a window of pairs is being
+    tokenised is answered first (on one shared thread it would reach the lane after them,
+    then wait for their batch as well)."""
+    tokenizing, release = threading.Event(), threading.Event()
+    reranker = FakeReranker()
+    inner = reranker.tokenize_pairs
+
+    def slow_pairs(*args: Any) -> list[Tokenized]:
+        tokenizing.set()
+        release.wait(10)
+        return inner(*args)
+
+    reranker.tokenize_pairs = slow_pairs  # type: ignore[method-assign]
+    recorder = Recorder()
+    svc = await started(reranker, recorder.watch(FakeEncoder(), "embed"))
+    try:
+        pairs = asyncio.create_task(svc.rerank("q", [f"doc {i}" for i in range(50)]))
+        await asyncio.to_thread(tokenizing.wait, 5)
+        query = await asyncio.wait_for(svc.embed(["a query"], input_type="query"), 5)
+        assert query.vectors.shape[0] == 1 and not pairs.done()
+        release.set()
+        assert len((await pairs).scores) == 50
+    finally:
+        release.set()
         await svc.stop()
 
 
@@ -143,3 +173,30 @@ async def test_service_refusals() -> None:
         assert empty.scores.shape == (0,) and empty.total_tokens == 0
     finally:
         await svc.stop()
+
+
+async def test_rerank_batches_are_cut_to_the_bound_at_the_rerankers_speed() -> None:
+    """Once a rerank batch has run, the next are cut to max_rerank_batch_ms at the speed it
+    measured: the fake sleeps 1 ms per padded token, so 100 ms hold at most 100 tokens (a
+    measured pass is never faster than its sleep); an embedding query sent meanwhile waits
+    for one such batch, not for the whole window."""
+    reranker = FakeReranker(seconds_per_token=0.001)
+    svc = await started(reranker, max_rerank_batch_ms=100)
+    documents = [f"document number {i} about something" for i in range(50)]
+    pairs = reranker.tokenize_pairs("q", documents)
+    try:
+        first = await svc.rerank("q", documents)
+        assert reranker.batches == [50]  # nothing measured yet: the token budget alone
+        reranker.batches.clear()
+        second = asyncio.create_task(svc.rerank("q", documents))
+        while not reranker.batches:
+            await asyncio.sleep(0.01)
+        query = await svc.embed(["a query"], input_type="query")
+        await second
+    finally:
+        await svc.stop()
+    longest = max(len(t.ids) for t in pairs)
+    assert len(reranker.batches) > 1 and sum(reranker.batches) == 50
+    assert max(reranker.batches) * longest <= 100
+    np.testing.assert_allclose((await second).scores, first.scores)
+    assert query.vectors.shape[0] == 1
