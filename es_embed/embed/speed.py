@@ -6,15 +6,21 @@ model thread) that does not shrink with the batch. Counted as token cost, it mak
 to a time bound look slower per token than it is; where it is a large share of the bound (a
 small model, a busy CPU), bulk batches shrink to a few inputs and a back-fill spends its time
 in fixed costs. So a bulk batch is the larger of what fits the time bound and the size at
-which the fixed cost is at most a tenth of the pass (``EFFICIENCY``): a query then waits at
-most ``max(bound, 10 x fixed cost)``, and bulk work keeps at least 90% of its unbounded speed.
+which the fixed cost is at most half of the pass (``EFFICIENCY``): a query then waits at most
+``max(bound, 2 x fixed cost)``, about twice its own pass (a lone query's pass is mostly the
+fixed cost), and bulk work never spends more time on fixed costs than on tokens. A stricter
+efficiency would grow bulk batches on a busy CPU, where the fixed cost looks large, by as
+much as it lengthens every query's wait.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-EFFICIENCY = 0.9  # least share of a bulk pass spent on tokens rather than on its fixed cost
+EFFICIENCY = 0.5  # least share of a bulk pass spent on tokens rather than on its fixed cost
+# Least share of a bulk pass taken as token time when learning: a fixed cost learnt on a busier
+# moment may exceed a whole pass, and its tokens still cost something.
+LEAST_TOKEN_SHARE = 0.1
 SMOOTHING = 0.2  # weight of the newest pass in the moving averages
 
 
@@ -33,9 +39,7 @@ class PassSpeed:
 
     def learn_tokens(self, padded_tokens: int, seconds: float) -> None:
         """A full batch: mostly token cost."""
-        # A fixed cost learnt on a quieter moment may exceed this pass: its tokens still
-        # cost something.
-        token_seconds = max(seconds - self.fixed, (1 - EFFICIENCY) * seconds)
+        token_seconds = max(seconds - self.fixed, LEAST_TOKEN_SHARE * seconds)
         self.per_token = _average(self.per_token, token_seconds / padded_tokens)
 
     @property
@@ -45,7 +49,7 @@ class PassSpeed:
 
     def tokens_within(self, bound_ms: float) -> int | None:
         """Padded tokens of a batch that takes about ``bound_ms``, or more where the fixed
-        cost would otherwise pass a tenth of it; None until a bulk pass is measured."""
+        cost would otherwise pass half of it; None until a bulk pass is measured."""
         if self.per_token <= 0:
             return None
         within_bound = bound_ms / 1000 - self.fixed

@@ -69,10 +69,10 @@ async def test_a_large_fixed_cost_keeps_bulk_batches_efficient() -> None:
     ln = lanes(max_bulk_batch_ms=25)
     pace = ln.paces[0]
     ln.ran(pace, "bulk", tokens([100]), 0.01)
-    ln.ran(pace, "query", tokens([10]), 0.011)  # 10 ms fixed: a 25 ms batch would be 40% of it
-    ln.ran(pace, "bulk", tokens([100]), 0.02)
-    # The batch grows until the fixed cost is a tenth of it: 90 ms of tokens, not 15.
-    assert pace.bulk_budget() == pytest.approx(900, abs=1)  # floored
+    ln.ran(pace, "query", tokens([10]), 0.021)  # 20 ms fixed: a 25 ms batch would be 80% of it
+    ln.ran(pace, "bulk", tokens([100]), 0.03)
+    # The batch grows until the fixed cost is half of it: 20 ms of tokens, not 5.
+    assert pace.bulk_budget() == pytest.approx(200, abs=1)  # floored
 
 
 async def test_a_stale_fixed_cost_still_leaves_the_tokens_a_cost() -> None:
