@@ -93,9 +93,12 @@ def plan(
     ``shards``: every shard to follow; ``leases``: the stored lease of each; ``alive``:
     replicas with a live heartbeat; ``held``: the shards ``me`` holds. A lease that lapsed,
     was handed back or names ``me`` without being held (a restart under the same name) is
-    free. Below its share a replica claims free shards; above it, it hands back about half
-    its surplus a round; and the busiest replica gives one up while another is two or more
-    below it. Shards never move between replicas already within one of each other.
+    free. Below its share a replica claims free shards; above it, it hands back its whole
+    surplus at once (a replica below its share takes them on its next round); and the
+    busiest replica gives one up while another is two or more below it. A replica only
+    claims below its share and only hands back above it, so with one view of who is alive
+    no shard goes back and forth; shards never move between replicas already within one of
+    each other.
     """
     counts: Counter[str] = Counter({name: 0 for name in alive})
     mine, free = [], []
@@ -115,7 +118,7 @@ def plan(
     surplus = len(mine) - share
     busiest = min(counts, key=lambda name: (-counts[name], name))
     if surplus > 0:
-        give = (surplus + 1) // 2
+        give = surplus
     elif busiest == me and len(mine) - min(counts.values()) >= 2:
         give = 1
     else:
@@ -315,6 +318,11 @@ class ShardLeases:
     async def save_checkpoint(self, key: ShardKey, checkpoint: int) -> None:
         """Move the checkpoint, only while the lease is ours (``LeaseLost`` otherwise)."""
         held = self.held.get(key)
+        if held is not None and held.expires_at <= self._clock():
+            # Lapsed while we were not looking (paused, event loop stalled): someone may own
+            # it by now; whether or not the fence would still pass, stop here.
+            self.held.pop(key)
+            held = None
         if held is None:
             raise LeaseLost(f"{self.name} shard {key[1]}")
         async with held.lock:
