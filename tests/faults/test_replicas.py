@@ -105,6 +105,17 @@ async def shares(sidecars: list[Sidecar], index: str) -> list[int]:
     return [await asyncio.to_thread(owned, s, index) for s in sidecars]
 
 
+def lease_lines(*sidecars: Sidecar) -> str:
+    """Every replica's lease log lines: who claimed, handed back and lost what, and when."""
+    words = ("owns", "handed back", "lost", "lapsed", "leases of")
+    return "\n".join(
+        line
+        for s in sidecars
+        for line in s.log().splitlines()
+        if "es_embed.follow" in line and any(w in line for w in words)
+    )
+
+
 def work_in_log(sidecar: Sidecar) -> tuple[int, int]:
     """(documents embedded, vectors written), summed over the feed's debug lines."""
     log = sidecar.log()
@@ -189,7 +200,15 @@ async def test_three_replicas_lose_one_mid_way_and_a_fourth_gets_its_share(
         assert await checkpoint_violations(aes, index, state, EXPECT) == []
         embedded, wrote = work_in_log(victim)
         twice = embedded - wrote  # embedded by the victim, never written: embedded again
-        survivors = sum([await asyncio.to_thread(written_count, s) for s in (r1, r2)])
+
+        async def survivors_counted() -> int:  # their counters follow on their next poll
+            return sum([await asyncio.to_thread(written_count, s) for s in (r1, r2)])
+
+        for _ in range(20):
+            survivors = await survivors_counted()
+            if survivors + wrote >= docs:
+                break
+            await asyncio.sleep(0.25)
 
         late.start()
         await late.wait_healthy(120)
@@ -208,6 +227,7 @@ async def test_three_replicas_lose_one_mid_way_and_a_fourth_gets_its_share(
         f"{rebalanced:.1f} s after it was healthy"
     )
     print(report)
+    report += "\n" + lease_lines(victim, r1, r2, late)
     assert takeover <= 2 * LEASE, report
     assert 0 <= twice <= PAGES_IN_FLIGHT * PAGE * len(theirs), report
     assert rebalanced <= 2 * LEASE, report
