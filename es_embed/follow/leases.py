@@ -117,11 +117,8 @@ def plan(
         return Plan(claim=tuple(free[: share - len(mine)]))
     surplus = len(mine) - share
     busiest = min(counts, key=lambda name: (-counts[name], name))
-    if surplus > 0:
-        give = surplus
-    elif busiest == me and len(mine) - min(counts.values()) >= 2:
-        give = 1
-    else:
+    give = surplus if surplus > 0 else int(busiest == me and len(mine) - min(counts.values()) >= 2)
+    if not give:
         return Plan()
     mine.sort(key=lambda k: _rank(me, k))
     return Plan(release=tuple(mine[-give:]))
@@ -206,22 +203,25 @@ class ShardLeases:
             self.held.pop(key)
             log.warning("replica %s: lease of %s shard %d lapsed", self.replica, self.name, key[1])
             await stop(key)
-        for key in list(self.held):
-            try:
-                await self._renew(key)
-            except LeaseLost:
+        # All at once: a round must stay short next to the lease it renews.
+        keys = list(self.held)
+        renewals = await asyncio.gather(*map(self._renew, keys), return_exceptions=True)
+        for key, outcome in zip(keys, renewals, strict=True):
+            if isinstance(outcome, LeaseLost):
                 log.warning("replica %s lost %s shard %d", self.replica, self.name, key[1])
                 await stop(key)
-        leases, hits, alive = await self._snapshot()
-        await self._heartbeat()
+            elif isinstance(outcome, BaseException):
+                raise outcome
         by_key = {(p.uuid, p.shard): p for p in positions}
+        leases, docs, alive = await self._snapshot(list(by_key))
+        await self._heartbeat()
         now = self._clock()
         decision = plan(self.replica, list(by_key), leases, alive, set(self.held), now)
         for key in decision.release:
             await stop(key)
             await self._release(key)
         for key in decision.claim:
-            await self._claim(by_key[key], hits.get(key))
+            await self._claim(by_key[key], docs.get(key))
 
     async def _renew(self, key: ShardKey) -> None:
         held = self.held[key]
@@ -238,33 +238,39 @@ class ShardLeases:
         )
 
     async def _snapshot(
-        self,
+        self, keys: Sequence[ShardKey]
     ) -> tuple[dict[ShardKey, LeaseView], dict[ShardKey, dict[str, Any]], set[str]]:
-        """(lease by shard, its search hit, replicas with a live heartbeat) of this index."""
+        """(lease by shard, its stored document, replicas with a live heartbeat).
+
+        No refresh: on a busy cluster one can take seconds, longer than a short lease. The
+        leases are read by id, which is real-time (and gives the fence a claim needs); the
+        heartbeats by a search, which may miss one written within the last refresh interval
+        (a second): a newcomer counts one round later, which only delays the split.
+        """
         try:
-            await self._es.indices.refresh(index=self._state)
+            resp = await self._es.mget(index=self._state, ids=[state_id(*k) for k in keys])
         except NotFoundError:
             # Lost (deleted, cluster replaced): recreate it strict before any write of ours
             # would create it with a dynamic mapping; the next round claims afresh.
             await ensure_state_index(self._es, self._state)
             raise
-        resp = await self._es.search(
+        leases, docs = {}, {}
+        for key, doc in zip(keys, resp["docs"], strict=True):
+            if doc.get("found"):
+                leases[key], docs[key] = _view(doc["_source"]), doc
+        beats = await self._es.search(
             index=self._state,
-            query={"term": {"name": self.name}},
+            query={"bool": {"filter": [{"term": {"name": self.name}},
+                                       {"term": {"kind": HEARTBEAT}}]}},
             size=10_000,
-            seq_no_primary_term=True,
-        )
-        leases, hits, alive = {}, {}, set()
+        )  # fmt: skip
         now = self._clock()
-        for hit in resp["hits"]["hits"]:
-            source = hit["_source"]
-            if source.get("kind") == HEARTBEAT:
-                if _view(source).live(now):
-                    alive.add(str(source["owner"]))
-            elif source.get("kind", CHECKPOINT) == CHECKPOINT:
-                key = (str(source["uuid"]), int(source["shard"]))
-                leases[key], hits[key] = _view(source), hit
-        return leases, hits, alive
+        alive = {
+            str(hit["_source"]["owner"])
+            for hit in beats["hits"]["hits"]
+            if _view(hit["_source"]).live(now)
+        }
+        return leases, docs, alive
 
     async def _claim(self, pos: ShardPosition, hit: dict[str, Any] | None) -> None:
         key = (pos.uuid, pos.shard)

@@ -2,8 +2,8 @@
 and one fake clock: who owns what as replicas join, die and pause, and when.
 
 The state index here keeps only what leases use: documents with ``_seq_no`` /
-``_primary_term``, conditional updates (409 on a stale fence), create, index, delete, and a
-``term`` search on ``name``. Each replica runs a round every ``lease_seconds / 3`` of fake
+``_primary_term``, conditional updates (409 on a stale fence), create, index, delete, mget,
+and a search filtered by terms. Each replica runs a round every ``lease_seconds / 3`` of fake
 time, at its own phase, as ``Follower._lease_round`` does.
 """
 
@@ -40,16 +40,12 @@ class StateIndex:
         self.docs: dict[str, tuple[dict[str, Any], int]] = {}
         self.seq_no = 0
         self.writes = 0
-        self.indices = self  # es.indices.refresh
 
     def _put(self, id: str, source: dict[str, Any]) -> dict[str, Any]:
         self.seq_no += 1
         self.writes += 1
         self.docs[id] = (source, self.seq_no)
         return {"_seq_no": self.seq_no, "_primary_term": 1}
-
-    async def refresh(self, index: str) -> None:
-        return None
 
     async def update(
         self, index: str, id: str, doc: dict[str, Any], if_seq_no: int, if_primary_term: int
@@ -75,12 +71,23 @@ class StateIndex:
     async def delete(self, index: str, id: str) -> None:
         self.docs.pop(id, None)
 
+    async def mget(self, index: str, ids: list[str]) -> dict[str, Any]:
+        docs = []
+        for id in ids:
+            if id in self.docs:
+                source, n = self.docs[id]
+                docs.append({"_id": id, "found": True, "_source": copy.deepcopy(source),
+                             "_seq_no": n, "_primary_term": 1})  # fmt: skip
+            else:
+                docs.append({"_id": id, "found": False})
+        return {"docs": docs}
+
     async def search(self, index: str, query: dict[str, Any], **_: Any) -> dict[str, Any]:
-        name = query["term"]["name"]
+        terms = [f["term"] for f in query["bool"]["filter"]]
         hits = [
-            {"_id": id, "_source": copy.deepcopy(s), "_seq_no": n, "_primary_term": 1}
-            for id, (s, n) in self.docs.items()
-            if s.get("name") == name
+            {"_id": id, "_source": copy.deepcopy(s)}
+            for id, (s, _) in self.docs.items()
+            if all(s.get(k) == v for term in terms for k, v in term.items())
         ]
         return {"hits": {"hits": hits}}
 
