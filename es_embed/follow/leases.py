@@ -323,12 +323,9 @@ class ShardLeases:
 
     async def save_checkpoint(self, key: ShardKey, checkpoint: int) -> None:
         """Move the checkpoint, only while the lease is ours (``LeaseLost`` otherwise)."""
+        # No check of our own clock here: a renewal may be in flight, and a lease that
+        # lapsed but was not taken is still nobody else's. The fence decides.
         held = self.held.get(key)
-        if held is not None and held.expires_at <= self._clock():
-            # Lapsed while we were not looking (paused, event loop stalled): someone may own
-            # it by now; whether or not the fence would still pass, stop here.
-            self.held.pop(key)
-            held = None
         if held is None:
             raise LeaseLost(f"{self.name} shard {key[1]}")
         async with held.lock:
