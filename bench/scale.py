@@ -18,7 +18,7 @@ rows shaped like ``Row`` below (see ``device_rows``).
 Writes the table (markdown) and JSON to ``bench/results/``; prints the load average before
 and after each run, since a shared machine's other work shows in the numbers.
 
-Internal: ``python bench/scale.py --serve CONFIG --seconds-per-token S`` is one replica.
+Internal: ``python bench/scale.py --serve CONFIG SECONDS_PER_TOKEN`` is one replica.
 """
 
 from __future__ import annotations
@@ -185,8 +185,7 @@ async def run_replicas(es: AsyncElasticsearch, es_url: str, n: int, args: Any, t
             path = tmp / f"{index}-{i}.yaml"
             path.write_text(yaml.safe_dump(raw), encoding="utf-8")
             log = (tmp / f"{index}-{i}.log").open("wb")
-            cmd = [sys.executable, __file__, "--serve", str(path),
-                   "--seconds-per-token", str(args.seconds_per_token)]  # fmt: skip
+            cmd = [sys.executable, __file__, "--serve", str(path), str(args.seconds_per_token)]
             procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
             log.close()
         ports = [raw["server"]["port"] for raw in configs]
@@ -292,14 +291,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("ES_URL"),
         help="Elasticsearch URL (default: $ES_URL, else a fresh node from devtools.es_node)",
     )
-    p.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main() -> int:
     args = parse_args()
-    if args.serve:
-        return serve_replica(args.serve, args.seconds_per_token)
     sections = list(SECTIONS) if args.section == "all" else [args.section]
     rows: list[Row] = []
     with node_url(args.es_url) as url:
@@ -317,4 +313,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:  # one replica, started by run_replicas
+        sys.exit(serve_replica(sys.argv[2], float(sys.argv[3])))
     sys.exit(main())

@@ -237,85 +237,96 @@ async def _vectors(es: AsyncElasticsearch, index: str, n: int) -> bool:
     return await count_embedded(es, index) >= n
 
 
+Pair = tuple[str, str, Sidecar, Sidecar]  # index, state index, replicas a and b
+
+
+@pytest.fixture
+async def pair(
+    aes: AsyncElasticsearch, es_url: str, tmp_path: Path, tiny_qwen_dir: Path
+) -> AsyncIterator[Pair]:
+    """Replicas a and b (b logging its pages) started on a fresh 4-shard index."""
+    async with fleet(aes, es_url, tmp_path, tiny_qwen_dir, 4, ["a", "b"]) as (index, state, sc):
+        sc["b"].args = DEBUG
+        await start(sc["a"], sc["b"])
+        yield index, state, sc["a"], sc["b"]
+
+
 @pytest.mark.timeout(300)
 async def test_two_replicas_split_four_shards_and_one_takes_all_after_a_kill(
-    aes: AsyncElasticsearch, es_url: str, tmp_path: Path, tiny_qwen_dir: Path
+    aes: AsyncElasticsearch, pair: Pair
 ) -> None:
-    async with fleet(aes, es_url, tmp_path, tiny_qwen_dir, 4, ["a", "b"]) as (index, state, sc):
-        a, b = sc["a"], sc["b"]
-        await start(a, b)
+    index, state, a, b = pair
 
-        async def split() -> bool:
-            counts = await shares([a, b], index)
-            return sum(counts) == 4 and min(counts) >= 1
+    async def split() -> bool:
+        counts = await shares([a, b], index)
+        return sum(counts) == 4 and min(counts) >= 1
 
-        await wait_for(split, 6 * LEASE, "4 shards owned together, at least one each", step=0.5)
-        b.signal(signal.SIGKILL)
-        killed = time.monotonic()
-        assert await b.wait_exit(10) == -signal.SIGKILL
-        resp = await aes.bulk(operations=bulk_docs(index, range(300), words=20))
-        assert not resp["errors"], resp
+    await wait_for(split, 6 * LEASE, "4 shards owned together, at least one each", step=0.5)
+    b.signal(signal.SIGKILL)
+    killed = time.monotonic()
+    assert await b.wait_exit(10) == -signal.SIGKILL
+    resp = await aes.bulk(operations=bulk_docs(index, range(300), words=20))
+    assert not resp["errors"], resp
 
-        async def a_owns_all() -> bool:
-            return await asyncio.to_thread(owned, a, index) == 4
+    async def a_owns_all() -> bool:
+        return await asyncio.to_thread(owned, a, index) == 4
 
-        await wait_for(a_owns_all, 3 * LEASE, "a owns all 4 within three lease periods", 0.2)
-        took = time.monotonic() - killed
+    await wait_for(a_owns_all, 3 * LEASE, "a owns all 4 within three lease periods", 0.2)
+    took = time.monotonic() - killed
 
-        async def all_current() -> bool:
-            return await hash_mismatches(aes, index, EXPECT) == []
+    async def all_current() -> bool:
+        return await hash_mismatches(aes, index, EXPECT) == []
 
-        await wait_for(all_current, 120, "documents written after the kill embedded", 1.0)
-        assert set(live_owners(await leases(aes, state)).values()) == {"a"}
-        print(f"a owned all 4 shards {took:.1f} s after b was killed")
+    await wait_for(all_current, 120, "documents written after the kill embedded", 1.0)
+    assert set(live_owners(await leases(aes, state)).values()) == {"a"}
+    print(f"a owned all 4 shards {took:.1f} s after b was killed")
 
 
 @pytest.mark.timeout(300)
 async def test_a_paused_replica_writes_no_checkpoint_for_a_shard_another_now_owns(
-    aes: AsyncElasticsearch, es_url: str, tmp_path: Path, tiny_qwen_dir: Path
+    aes: AsyncElasticsearch, pair: Pair
 ) -> None:
-    async with fleet(aes, es_url, tmp_path, tiny_qwen_dir, 4, ["a", "b"]) as (index, state, sc):
-        a, b = sc["a"], sc["b"]
-        b.args = DEBUG
-        await start(a, b)
+    """b is paused past its lease while pages are in flight; a takes its shards over and is
+    then paused too, so that any change to a checkpoint document while b runs is b's."""
+    index, state, a, b = pair
 
-        async def two_each() -> bool:
-            return await shares([a, b], index) == [2, 2]
+    async def two_each() -> bool:
+        return await shares([a, b], index) == [2, 2]
 
-        await wait_for(two_each, 6 * LEASE, "two shards each", step=0.5)
-        # Long texts, so b is mid-catch-up (pages in flight) when it is paused.
-        for start_at in range(0, 1200, 400):
-            resp = await aes.bulk(operations=bulk_docs(index, range(start_at, start_at + 400),
-                                                       words=120))  # fmt: skip
-            assert not resp["errors"], resp
+    await wait_for(two_each, 6 * LEASE, "two shards each", step=0.5)
+    # Long texts, so b is mid-catch-up (pages in flight) when it is paused.
+    for start_at in range(0, 1200, 400):
+        resp = await aes.bulk(operations=bulk_docs(index, range(start_at, start_at + 400),
+                                                   words=120))  # fmt: skip
+        assert not resp["errors"], resp
 
-        async def b_at_work() -> bool:
-            return work_in_log(b)[1] > 0
+    async def b_at_work() -> bool:
+        return work_in_log(b)[1] > 0
 
-        await wait_for(b_at_work, 60, "b writing vectors", step=0.2)
-        b.signal(signal.SIGSTOP)
-        before = await leases(aes, state)
-        b_shards = sorted(s for s, d in before.items() if d["owner"] == "b")
+    await wait_for(b_at_work, 60, "b writing vectors", step=0.2)
+    b.signal(signal.SIGSTOP)
+    before = await leases(aes, state)
+    b_shards = sorted(s for s, d in before.items() if d["owner"] == "b")
 
-        async def a_owns_all() -> bool:
-            return set(live_owners(await leases(aes, state)).values()) == {"a"}
+    async def a_owns_all() -> bool:
+        return set(live_owners(await leases(aes, state)).values()) == {"a"}
 
-        await wait_for(a_owns_all, 3 * LEASE, "a takes b's shards over", step=0.2)
-        # Freeze a too: from here any change to a checkpoint document would be b's.
-        a.signal(signal.SIGSTOP)
-        frozen = await leases(aes, state)
-        window = min(d["expires_at"] for d in frozen.values()) - time.time() - 0.5
-        assert window >= 1.0, f"a's leases too close to lapsing to observe b: {window:.1f} s"
-        b.signal(signal.SIGCONT)
-        await asyncio.sleep(window)
-        after = await leases(aes, state)
-        a.signal(signal.SIGCONT)
-        log = b.log()
+    await wait_for(a_owns_all, 3 * LEASE, "a takes b's shards over", step=0.2)
+    # Freeze a too (within its lease, so b may not claim anything back).
+    a.signal(signal.SIGSTOP)
+    frozen = await leases(aes, state)
+    window = min(d["expires_at"] for d in frozen.values()) - time.time() - 0.5
+    assert window >= 1.0, f"a's leases too close to lapsing to observe b: {window:.1f} s"
+    b.signal(signal.SIGCONT)
+    await asyncio.sleep(window)
+    after = await leases(aes, state)
+    a.signal(signal.SIGCONT)
+    log = b.log()
 
-        async def all_current() -> bool:
-            return await hash_mismatches(aes, index, EXPECT) == []
+    async def all_current() -> bool:
+        return await hash_mismatches(aes, index, EXPECT) == []
 
-        await wait_for(all_current, 180, "every document current after both resumed", 1.0)
+    await wait_for(all_current, 180, "every document current after both resumed", 1.0)
     for shard in b_shards:
         assert before[shard]["owner"] == "b" and frozen[shard]["owner"] == "a"
         assert frozen[shard]["fence"] != before[shard]["fence"]  # a's claim moved the fence
