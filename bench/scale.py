@@ -1,7 +1,7 @@
 """Scale-out (issue 12): follower docs/s on an 8-shard index with 1, 2 and 4 replica processes.
 
     python bench/scale.py [--section replicas|devices|all] [--docs 3000] [--replicas 1,2,4]
-                          [--seconds-per-token 1e-4] [--es-url URL]
+                          [--seconds-per-token 3e-4] [--es-url URL]
 
 **replicas**: N real ``es-embed serve`` processes (``create_app`` + ``serve``, the same
 machinery as the command) share one 8-shard index by shard leases. Their encoder stands for
@@ -285,7 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--section", choices=[*SECTIONS, "all"], default="all")
     p.add_argument("--docs", type=int, default=3000)
     p.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
-    p.add_argument("--seconds-per-token", type=float, default=1e-4)
+    p.add_argument("--seconds-per-token", type=float, default=3e-4)
     p.add_argument(
         "--es-url",
         default=os.environ.get("ES_URL"),

@@ -131,6 +131,10 @@ class LeaseLost(Exception):
     """Another replica took this shard's lease: stop its feed, write nothing for it."""
 
 
+class LeasesUnreadable(Exception):
+    """The state index could not answer for every lease (missing, a shard failed)."""
+
+
 @dataclass
 class Held:
     index: str  # the concrete index
@@ -240,16 +244,15 @@ class ShardLeases:
     async def _snapshot(
         self, keys: Sequence[ShardKey]
     ) -> tuple[dict[ShardKey, LeaseView], dict[ShardKey, dict[str, Any]], set[str]]:
-        """(lease by shard, its stored document, replicas with a live heartbeat).
-
-        No refresh: on a busy cluster one can take seconds, longer than a short lease. The
-        leases are read by id, which is real-time (and gives the fence a claim needs); the
-        heartbeats by a search, which may miss one written within the last refresh interval
-        (a second): a newcomer counts one round later, which only delays the split.
-        """
+        """(lease by shard, its stored document, replicas with a live heartbeat). No refresh
+        (on a busy cluster one takes seconds): leases by id are real-time; a heartbeat search
+        may miss one written within the last second, which only delays the split a round."""
         try:
             resp = await self._es.mget(index=self._state, ids=[state_id(*k) for k in keys])
-        except NotFoundError:
+            failed = [doc["error"] for doc in resp["docs"] if "error" in doc]
+            if failed:  # a missing index is reported per document, with a 200
+                raise LeasesUnreadable(f"{self._state}: {failed[0]}")
+        except (NotFoundError, LeasesUnreadable):
             # Lost (deleted, cluster replaced): recreate it strict before any write of ours
             # would create it with a dynamic mapping; the next round claims afresh.
             await ensure_state_index(self._es, self._state)
