@@ -248,7 +248,8 @@ class ShardLeases:
         (on a busy cluster one takes seconds): leases by id are real-time; a heartbeat search
         may miss one written within the last second, which only delays the split a round."""
         try:
-            resp = await self._es.mget(index=self._state, ids=[state_id(*k) for k in keys])
+            ids = [state_id(*k) for k in keys]
+            resp = await self._es.mget(index=self._state, ids=ids) if ids else {"docs": []}
             failed = [doc["error"] for doc in resp["docs"] if "error" in doc]
             if failed:  # a missing index is reported per document, with a 200
                 raise LeasesUnreadable(f"{self._state}: {failed[0]}")

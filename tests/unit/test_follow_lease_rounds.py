@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from elastic_transport import ApiResponseMeta, HttpHeaders
-from elasticsearch import ConflictError, NotFoundError
+from elasticsearch import BadRequestError, ConflictError, NotFoundError
 
 from es_embed.config import FollowSettings
 from es_embed.follow.leases import LeaseLost, ShardKey, ShardLeases
@@ -28,7 +28,7 @@ INDEX = "docs"
 EIGHT = [ShardPosition("docs-1", "u", n, 100) for n in range(8)]
 
 
-def _error(cls: type[ConflictError] | type[NotFoundError], status: int) -> Exception:
+def _error(cls: type[Exception], status: int) -> Exception:
     meta = ApiResponseMeta(status, "1.1", HttpHeaders(), 0.0, None)  # type: ignore[arg-type]
     return cls(str(status), meta, {})
 
@@ -72,6 +72,8 @@ class StateIndex:
         self.docs.pop(id, None)
 
     async def mget(self, index: str, ids: list[str]) -> dict[str, Any]:
+        if not ids:  # as Elasticsearch: "no documents to get"
+            raise _error(BadRequestError, 400)
         docs = []
         for id in ids:
             if id in self.docs:
@@ -264,3 +266,11 @@ async def test_renewals_keep_every_lease_at_least_two_thirds_of_a_period_ahead()
             for held in leases.held.values():
                 lowest = min(lowest, held.expires_at - c.now)
     assert lowest >= LEASE - ROUND - 1e-6
+
+
+async def test_a_round_before_the_index_exists_only_writes_the_heartbeat() -> None:
+    c = Cluster([])  # nothing by that name yet
+    a = c.join("a")
+    await c.run_until(0)
+    assert a.held == {} and c.owners() == {}
+    assert list(c.es.docs) == [f"replica:{INDEX}:a"]
