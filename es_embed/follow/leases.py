@@ -95,10 +95,9 @@ def plan(
     was handed back or names ``me`` without being held (a restart under the same name) is
     free. Below its share a replica claims free shards; above it, it hands back its whole
     surplus at once (a replica below its share takes them on its next round); and the
-    busiest replica gives one up while another is two or more below it. A replica only
-    claims below its share and only hands back above it, so with one view of who is alive
-    no shard goes back and forth; shards never move between replicas already within one of
-    each other.
+    busiest replica gives one up while another is two or more below it. Claims only below
+    the share and hand-backs only above it: with one view of who is alive no shard goes back
+    and forth, nor between replicas already within one of each other.
     """
     counts: Counter[str] = Counter({name: 0 for name in alive})
     mine, free = [], []
@@ -249,8 +248,10 @@ class ShardLeases:
         may miss one written within the last second, which only delays the split a round."""
         try:
             ids = [state_id(*k) for k in keys]
-            resp = await self._es.mget(index=self._state, ids=ids) if ids else {"docs": []}
-            failed = [doc["error"] for doc in resp["docs"] if "error" in doc]
+            found: list[Any] = (
+                (await self._es.mget(index=self._state, ids=ids))["docs"] if ids else []
+            )
+            failed = [doc["error"] for doc in found if "error" in doc]
             if failed:  # a missing index is reported per document, with a 200
                 raise LeasesUnreadable(f"{self._state}: {failed[0]}")
         except (NotFoundError, LeasesUnreadable):
@@ -259,7 +260,7 @@ class ShardLeases:
             await ensure_state_index(self._es, self._state)
             raise
         leases, docs = {}, {}
-        for key, doc in zip(keys, resp["docs"], strict=True):
+        for key, doc in zip(keys, found, strict=True):
             if doc.get("found"):
                 leases[key], docs[key] = _view(doc["_source"]), doc
         beats = await self._es.search(
@@ -327,8 +328,7 @@ class ShardLeases:
 
     async def save_checkpoint(self, key: ShardKey, checkpoint: int) -> None:
         """Move the checkpoint, only while the lease is ours (``LeaseLost`` otherwise)."""
-        # No check of our own clock here: a renewal may be in flight, and a lease that
-        # lapsed but was not taken is still nobody else's. The fence decides.
+        # Not our clock: a renewal may be in flight, a lapsed lease nobody took is still ours.
         held = self.held.get(key)
         if held is None:
             raise LeaseLost(f"{self.name} shard {key[1]}")
