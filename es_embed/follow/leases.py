@@ -201,6 +201,8 @@ class ShardLeases:
         ``stop`` ends a shard's feed; on hand-back it runs while the lease is still ours,
         so the feed's last checkpoint goes in first.
         """
+        # Heartbeat first: a dead replica is uncounted by the time its shards come free.
+        await self._heartbeat()
         for key in [k for k, h in self.held.items() if h.expires_at <= self._clock()]:
             # Not renewed in time (paused, cut off): someone may own it now.
             self.held.pop(key)
@@ -217,7 +219,6 @@ class ShardLeases:
                 raise outcome
         by_key = {(p.uuid, p.shard): p for p in positions}
         leases, docs, alive = await self._snapshot(list(by_key))
-        await self._heartbeat()
         now = self._clock()
         decision = plan(self.replica, list(by_key), leases, alive, set(self.held), now)
         for key in decision.release:
@@ -328,8 +329,7 @@ class ShardLeases:
 
     async def save_checkpoint(self, key: ShardKey, checkpoint: int) -> None:
         """Move the checkpoint, only while the lease is ours (``LeaseLost`` otherwise)."""
-        # Not our clock: a renewal may be in flight, a lapsed lease nobody took is still ours.
-        held = self.held.get(key)
+        held = self.held.get(key)  # not our clock: a lapsed lease nobody took is still ours
         if held is None:
             raise LeaseLost(f"{self.name} shard {key[1]}")
         async with held.lock:
