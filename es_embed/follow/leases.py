@@ -174,9 +174,9 @@ class ShardLeases:
     def round_seconds(self) -> float:
         return self._lease / ROUNDS_PER_LEASE
 
-    def _stamp(self) -> dict[str, Any]:
-        now = self._clock()
-        return {"owner": self.replica, "expires_at": _ms(now + self._lease), "renewed_at": _ms(now)}
+    def _stamp(self, shorter: float = 0.0) -> dict[str, Any]:
+        now, until = self._clock(), self._lease - shorter
+        return {"owner": self.replica, "expires_at": _ms(now + until), "renewed_at": _ms(now)}
 
     async def _write(self, key: ShardKey, held: Held, doc: dict[str, Any]) -> None:
         """One write fenced by the lease; LeaseLost (and the lease dropped) if it moved on."""
@@ -201,8 +201,6 @@ class ShardLeases:
         ``stop`` ends a shard's feed; on hand-back it runs while the lease is still ours,
         so the feed's last checkpoint goes in first.
         """
-        # Heartbeat first: a dead replica is uncounted by the time its shards come free.
-        await self._heartbeat()
         for key in [k for k, h in self.held.items() if h.expires_at <= self._clock()]:
             # Not renewed in time (paused, cut off): someone may own it now.
             self.held.pop(key)
@@ -218,7 +216,8 @@ class ShardLeases:
             elif isinstance(outcome, BaseException):
                 raise outcome
         by_key = {(p.uuid, p.shard): p for p in positions}
-        leases, docs, alive = await self._snapshot(list(by_key))
+        leases, docs, alive = await self._snapshot(list(by_key))  # (recreates a lost index)
+        await self._heartbeat()
         now = self._clock()
         decision = plan(self.replica, list(by_key), leases, alive, set(self.held), now)
         for key in decision.release:
@@ -238,7 +237,8 @@ class ShardLeases:
         await self._es.index(
             index=self._state,
             id=f"{HEARTBEAT}:{self.name}:{self.replica}",
-            document={"kind": HEARTBEAT, "name": self.name, **self._stamp()},
+            # Lapses a round before the leases: a dead replica's shards all come free at once.
+            document={"kind": HEARTBEAT, "name": self.name, **self._stamp(self.round_seconds)},
         )
 
     async def _snapshot(

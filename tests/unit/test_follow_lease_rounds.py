@@ -274,3 +274,15 @@ async def test_a_round_before_the_index_exists_only_writes_the_heartbeat() -> No
     await c.run_until(0)
     assert a.held == {} and c.owners() == {}
     assert list(c.es.docs) == [f"replica:{INDEX}:a"]
+
+
+async def test_a_heartbeat_lapses_a_round_before_the_leases_it_came_with() -> None:
+    # So a dead replica is no longer counted when its shards come free: the others take all
+    # of them in one round instead of their share of a split that still counts the dead one.
+    c = Cluster([ShardPosition("docs-1", "u", n, 100) for n in range(4)])
+    c.join("a")
+    await c.run_until(0)
+    beat = c.es.docs[f"replica:{INDEX}:a"][0]
+    lease = c.es.docs["u:0"][0]
+    assert lease["expires_at"] - beat["expires_at"] == ROUND * 1000
+    assert beat["renewed_at"] == lease["renewed_at"]
