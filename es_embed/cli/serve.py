@@ -83,10 +83,11 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
-    if args.log_level != "debug":
-        # The Elasticsearch client logs every request at info: the follower polls each shard
-        # twice a second, which would drown the log.
-        logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    # The Elasticsearch client logs every request at info: the follower polls each shard
+    # twice a second, which would drown the log. At debug it would also log every body (a
+    # bulk write-back with its vectors): one line per request is what debug promises.
+    quiet = logging.WARNING if args.log_level != "debug" else logging.INFO
+    logging.getLogger("elastic_transport").setLevel(quiet)
     try:
         settings = settings_for(args)
         app = create_app(settings, follow=not args.no_follow)

@@ -197,12 +197,21 @@ class ShardFeed:
     async def _process(self, hits: Sequence[dict[str, Any]]) -> None:
         todo, clear = await self._triage(hits)
         vectors = await self._embed(todo)
+        # Debug lines a replica's log is counted by: embedded minus written is model work
+        # that was lost (a page in flight when the process died or its lease was handed back).
+        log.debug(
+            "%s shard %d: embedded %d documents",
+            self.index,
+            self.shard,
+            sum(v is not None for v in vectors),
+        )
         ops: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for (hit, _, digest), vector in zip(todo, vectors, strict=True):
             if vector is not None:
                 ops.append((hit, self._vector_doc(vector, digest)))
         ops.extend((hit, self._vector_doc(None, None)) for hit in clear)
         written, cleared = await self._write(ops)
+        log.debug("%s shard %d: wrote %d vectors", self.index, self.shard, written)
         self.progress.embedded += written
         self.progress.cleared += cleared
         await self._clear_failures(hits)

@@ -199,7 +199,8 @@ class Follower:
     async def _lease_round(self, positions: list[ShardPosition], backoff: Backoff) -> None:
         """Renew, claim and hand back leases: every round, and at once when shards appear."""
         keys = {(p.uuid, p.shard) for p in positions}
-        if time.monotonic() < self._next_round and keys <= self._lease_keys:
+        started = time.monotonic()
+        if started < self._next_round and keys <= self._lease_keys:
             return
         try:
             await self._leases.round(positions, self._stop_shard)
@@ -210,7 +211,8 @@ class Follower:
         else:
             backoff.reset()
             self._lease_keys = keys
-            self._next_round = time.monotonic() + self._leases.round_seconds
+            # From the start: renewals every round_seconds, however long a round takes.
+            self._next_round = started + self._leases.round_seconds
         self._m_owned.labels(index=self.target.name).set(len(self._leases.held))
 
     async def _stop_shard(self, key: ShardKey) -> None:

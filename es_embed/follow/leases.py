@@ -93,9 +93,11 @@ def plan(
     ``shards``: every shard to follow; ``leases``: the stored lease of each; ``alive``:
     replicas with a live heartbeat; ``held``: the shards ``me`` holds. A lease that lapsed,
     was handed back or names ``me`` without being held (a restart under the same name) is
-    free. Below its share a replica claims free shards; above it, it hands back about half
-    its surplus a round; and the busiest replica gives one up while another is two or more
-    below it. Shards never move between replicas already within one of each other.
+    free. Below its share a replica claims free shards; above it, it hands back its whole
+    surplus at once (a replica below its share takes them on its next round); and the
+    busiest replica gives one up while another is two or more below it. Claims only below
+    the share and hand-backs only above it: with one view of who is alive no shard goes back
+    and forth, nor between replicas already within one of each other.
     """
     counts: Counter[str] = Counter({name: 0 for name in alive})
     mine, free = [], []
@@ -114,11 +116,8 @@ def plan(
         return Plan(claim=tuple(free[: share - len(mine)]))
     surplus = len(mine) - share
     busiest = min(counts, key=lambda name: (-counts[name], name))
-    if surplus > 0:
-        give = (surplus + 1) // 2
-    elif busiest == me and len(mine) - min(counts.values()) >= 2:
-        give = 1
-    else:
+    give = surplus if surplus > 0 else int(busiest == me and len(mine) - min(counts.values()) >= 2)
+    if not give:
         return Plan()
     mine.sort(key=lambda k: _rank(me, k))
     return Plan(release=tuple(mine[-give:]))
@@ -129,6 +128,10 @@ def plan(
 
 class LeaseLost(Exception):
     """Another replica took this shard's lease: stop its feed, write nothing for it."""
+
+
+class LeasesUnreadable(Exception):
+    """The state index could not answer for every lease (missing, a shard failed)."""
 
 
 @dataclass
@@ -171,9 +174,9 @@ class ShardLeases:
     def round_seconds(self) -> float:
         return self._lease / ROUNDS_PER_LEASE
 
-    def _stamp(self) -> dict[str, Any]:
-        now = self._clock()
-        return {"owner": self.replica, "expires_at": _ms(now + self._lease), "renewed_at": _ms(now)}
+    def _stamp(self, shorter: float = 0.0) -> dict[str, Any]:
+        now, until = self._clock(), self._lease - shorter
+        return {"owner": self.replica, "expires_at": _ms(now + until), "renewed_at": _ms(now)}
 
     async def _write(self, key: ShardKey, held: Held, doc: dict[str, Any]) -> None:
         """One write fenced by the lease; LeaseLost (and the lease dropped) if it moved on."""
@@ -203,22 +206,25 @@ class ShardLeases:
             self.held.pop(key)
             log.warning("replica %s: lease of %s shard %d lapsed", self.replica, self.name, key[1])
             await stop(key)
-        for key in list(self.held):
-            try:
-                await self._renew(key)
-            except LeaseLost:
+        # All at once: a round must stay short next to the lease it renews.
+        keys = list(self.held)
+        renewals = await asyncio.gather(*map(self._renew, keys), return_exceptions=True)
+        for key, outcome in zip(keys, renewals, strict=True):
+            if isinstance(outcome, LeaseLost):
                 log.warning("replica %s lost %s shard %d", self.replica, self.name, key[1])
                 await stop(key)
-        leases, hits, alive = await self._snapshot()
-        await self._heartbeat()
+            elif isinstance(outcome, BaseException):
+                raise outcome
         by_key = {(p.uuid, p.shard): p for p in positions}
+        leases, docs, alive = await self._snapshot(list(by_key))  # (recreates a lost index)
+        await self._heartbeat()
         now = self._clock()
         decision = plan(self.replica, list(by_key), leases, alive, set(self.held), now)
         for key in decision.release:
             await stop(key)
             await self._release(key)
         for key in decision.claim:
-            await self._claim(by_key[key], hits.get(key))
+            await self._claim(by_key[key], docs.get(key))
 
     async def _renew(self, key: ShardKey) -> None:
         held = self.held[key]
@@ -231,37 +237,46 @@ class ShardLeases:
         await self._es.index(
             index=self._state,
             id=f"{HEARTBEAT}:{self.name}:{self.replica}",
-            document={"kind": HEARTBEAT, "name": self.name, **self._stamp()},
+            # Lapses a round before the leases: a dead replica's shards all come free at once.
+            document={"kind": HEARTBEAT, "name": self.name, **self._stamp(self.round_seconds)},
         )
 
     async def _snapshot(
-        self,
+        self, keys: Sequence[ShardKey]
     ) -> tuple[dict[ShardKey, LeaseView], dict[ShardKey, dict[str, Any]], set[str]]:
-        """(lease by shard, its search hit, replicas with a live heartbeat) of this index."""
+        """(lease by shard, its stored document, replicas with a live heartbeat). No refresh
+        (on a busy cluster one takes seconds): leases by id are real-time; a heartbeat search
+        may miss one written within the last second, which only delays the split a round."""
         try:
-            await self._es.indices.refresh(index=self._state)
-        except NotFoundError:
+            ids = [state_id(*k) for k in keys]
+            found: list[Any] = (
+                (await self._es.mget(index=self._state, ids=ids))["docs"] if ids else []
+            )
+            failed = [doc["error"] for doc in found if "error" in doc]
+            if failed:  # a missing index is reported per document, with a 200
+                raise LeasesUnreadable(f"{self._state}: {failed[0]}")
+        except (NotFoundError, LeasesUnreadable):
             # Lost (deleted, cluster replaced): recreate it strict before any write of ours
             # would create it with a dynamic mapping; the next round claims afresh.
             await ensure_state_index(self._es, self._state)
             raise
-        resp = await self._es.search(
+        leases, docs = {}, {}
+        for key, doc in zip(keys, found, strict=True):
+            if doc.get("found"):
+                leases[key], docs[key] = _view(doc["_source"]), doc
+        beats = await self._es.search(
             index=self._state,
-            query={"term": {"name": self.name}},
+            query={"bool": {"filter": [{"term": {"name": self.name}},
+                                       {"term": {"kind": HEARTBEAT}}]}},
             size=10_000,
-            seq_no_primary_term=True,
-        )
-        leases, hits, alive = {}, {}, set()
+        )  # fmt: skip
         now = self._clock()
-        for hit in resp["hits"]["hits"]:
-            source = hit["_source"]
-            if source.get("kind") == HEARTBEAT:
-                if _view(source).live(now):
-                    alive.add(str(source["owner"]))
-            elif source.get("kind", CHECKPOINT) == CHECKPOINT:
-                key = (str(source["uuid"]), int(source["shard"]))
-                leases[key], hits[key] = _view(source), hit
-        return leases, hits, alive
+        alive = {
+            str(hit["_source"]["owner"])
+            for hit in beats["hits"]["hits"]
+            if _view(hit["_source"]).live(now)
+        }
+        return leases, docs, alive
 
     async def _claim(self, pos: ShardPosition, hit: dict[str, Any] | None) -> None:
         key = (pos.uuid, pos.shard)
@@ -314,7 +329,7 @@ class ShardLeases:
 
     async def save_checkpoint(self, key: ShardKey, checkpoint: int) -> None:
         """Move the checkpoint, only while the lease is ours (``LeaseLost`` otherwise)."""
-        held = self.held.get(key)
+        held = self.held.get(key)  # not our clock: a lapsed lease nobody took is still ours
         if held is None:
             raise LeaseLost(f"{self.name} shard {key[1]}")
         async with held.lock:
