@@ -11,9 +11,8 @@ cores are not what is measured. Once the N replicas have split the shards (each 
 ``es_embed_follow_shards_owned``), ``--docs`` documents are bulk-written; the clock runs from
 the first write until every document has its vector. Target: N replicas >= 0.9 x N x one.
 
-**devices**: 1 vs 2 devices in one process (target >= 1.8x), from
-``bench/scale_devices.py`` when it is there: a function ``rows(es_url, args)`` returning
-rows shaped like ``Row`` below (see ``device_rows``).
+**devices**: 1 vs 2 devices in one process (target >= 1.8x): ``bench/scale_devices.py``'s
+``measure_devices`` at the same cost per token.
 
 Writes the table (markdown) and JSON to ``bench/results/``; prints the load average before
 and after each run, since a shared machine's other work shows in the numbers.
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import os
@@ -236,22 +234,26 @@ async def replica_rows(es_url: str, args: Any) -> list[Row]:
     return rows
 
 
-# ---- the devices section (bench/scale_devices.py, branch ``devices``) ------------------
+# ---- the devices section (bench/scale_devices.py) ----------------------------------------
 
 
 def device_rows(es_url: str, args: Any) -> list[Row]:
-    """1 vs 2 devices in one process: ``scale_devices.rows(es_url, args)`` -> rows.
+    """1 vs 2 devices in one process (``bench/scale_devices.py``: the bulk lane of one
+    ``EmbeddingService`` with a stand-in GPU per device, at this run's cost per token; no
+    Elasticsearch: what is measured is the scheduler feeding several devices)."""
+    from bench.scale_devices import measure_devices
 
-    The place for the devices branch: its module returns ``Row``s (section "devices", n = 1
-    and 2, target 1.0 and 1.8) and gets this script's parsed arguments and the node's URL.
-    """
-    try:
-        module = importlib.import_module("scale_devices")
-    except ModuleNotFoundError:
-        print("devices: bench/scale_devices.py is not here yet; section skipped")
-        return []
-    found: list[Row] = module.rows(es_url, args)
-    return found
+    before = os.getloadavg()[0]
+    found = measure_devices(
+        (1, 2), docs=min(args.docs, 2000), seconds_per_token=args.seconds_per_token, repeat=2
+    )
+    return [
+        Row("devices", f"{r['devices']} device(s), one process", r["devices"], r["docs"],
+            r["seconds"], r["docs_per_s"], r["speedup"], 1.0 if r["devices"] == 1 else 1.8,
+            f"{r['of_ideal']:.0%} of the devices' limit; load {before:.1f} -> "
+            f"{os.getloadavg()[0]:.1f}")
+        for r in found
+    ]  # fmt: skip
 
 
 SECTIONS: dict[str, Callable[[str, Any], list[Row]]] = {
