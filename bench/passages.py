@@ -1,23 +1,30 @@
 """Passages against truncation, on a BEIR dataset (issue 10's targets), in one run.
 
-    python bench/passages.py --dataset arguana                     # the README rows
+    python bench/passages.py --dataset arguana --max-queries 400 --max-docs 3000 \
+        --vector-cache ~/.cache/es-embed-bench/vectors          # the README rows
     python bench/passages.py --dataset arguana --max-queries 200 --max-docs 1500   # quick
 
 Three indices of the same documents, MiniLM-L6-v2 (all loaded with ``es-embed ingest``'s
-loader, so passages are cut and written as in production):
+loader, so passages are cut and written as in production; ``--vector-cache`` only spares
+the model the inputs it has already embedded once, ``bench/vector_memo.py``):
 
 1. ``window 128``: one vector per document, the model window cut to 128 tokens;
 2. ``passages 128/32``: passages of at most 128 tokens (title included), 32 overlapping;
 3. ``window 256``: one vector per document at the model's full 256 tokens.
 
-For each: kNN and hybrid (RRF) nDCG@10 and Recall@100 through ``Searcher`` (k = window
-= 100; on the passage index ``k`` counts documents), the "recovered" share (how much of
-what cutting the window to 128 loses, passages win back: (P - T128) / (T256 - T128));
-kNN latency p50/p95 (Elasticsearch and fusion only: each query's vector is computed once
-and reused, since embedding it costs the same for every index of one model; the indices
-interleaved, the passage index also with ``passages: 0``, no inner hits); and bytes on
-disk per document (``_stats`` store size after a force-merge to one segment, over the
-top-level document count; nested passages are Lucene documents of their own).
+For each: kNN and hybrid (auto and RRF) nDCG@10 and Recall@100 through ``Searcher`` (k =
+window = 100; on the passage index ``k`` counts documents) on both halves of the queries
+(``bench/quality_eval.py``: choices on the tuning half, the README reports the other); the
+per-query differences from the 128-token window with their standard error, and the
+"recovered" share (how much of what cutting the window to 128 loses, passages win back:
+(P - T128) / (T256 - T128), when that loss exceeds its noise); the passages' own vectors
+scored exactly outside Elasticsearch by max, mean and first passage
+(``bench/passages_exact.py``); kNN latency p50/p95 (Elasticsearch and fusion only: each
+query's vector is computed once and reused, since embedding it costs the same for every
+index of one model; the indices interleaved, the passage index also with ``passages: 0``,
+no inner hits); and bytes on disk per document (``_stats`` store size after a force-merge
+to one segment, over the top-level document count; nested passages are Lucene documents of
+their own).
 """
 
 from __future__ import annotations
