@@ -1,23 +1,30 @@
 """Passages against truncation, on a BEIR dataset (issue 10's targets), in one run.
 
-    python bench/passages.py --dataset arguana                     # the README rows
+    python bench/passages.py --dataset arguana --max-queries 400 --max-docs 3000 \
+        --vector-cache ~/.cache/es-embed-bench/vectors          # the README rows
     python bench/passages.py --dataset arguana --max-queries 200 --max-docs 1500   # quick
 
 Three indices of the same documents, MiniLM-L6-v2 (all loaded with ``es-embed ingest``'s
-loader, so passages are cut and written as in production):
+loader, so passages are cut and written as in production; ``--vector-cache`` only spares
+the model the inputs it has already embedded once, ``bench/vector_memo.py``):
 
 1. ``window 128``: one vector per document, the model window cut to 128 tokens;
 2. ``passages 128/32``: passages of at most 128 tokens (title included), 32 overlapping;
 3. ``window 256``: one vector per document at the model's full 256 tokens.
 
-For each: kNN and hybrid (RRF) nDCG@10 and Recall@100 through ``Searcher`` (k = window
-= 100; on the passage index ``k`` counts documents), the "recovered" share (how much of
-what cutting the window to 128 loses, passages win back: (P - T128) / (T256 - T128));
-kNN latency p50/p95 (Elasticsearch and fusion only: each query's vector is computed once
-and reused, since embedding it costs the same for every index of one model; the indices
-interleaved, the passage index also with ``passages: 0``, no inner hits); and bytes on
-disk per document (``_stats`` store size after a force-merge to one segment, over the
-top-level document count; nested passages are Lucene documents of their own).
+For each: kNN and hybrid (auto and RRF) nDCG@10 and Recall@100 through ``Searcher`` (k =
+window = 100; on the passage index ``k`` counts documents) on both halves of the queries
+(``bench/quality_eval.py``: choices on the tuning half, the README reports the other); the
+per-query differences from the 128-token window with their standard error, and the
+"recovered" share (how much of what cutting the window to 128 loses, passages win back:
+(P - T128) / (T256 - T128), when that loss exceeds its noise); the passages' own vectors
+scored exactly outside Elasticsearch by max, mean and first passage
+(``bench/passages_exact.py``); kNN latency p50/p95 (Elasticsearch and fusion only: each
+query's vector is computed once and reused, since embedding it costs the same for every
+index of one model; the indices interleaved, the passage index also with ``passages: 0``,
+no inner hits); and bytes on disk per document (``_stats`` store size after a force-merge
+to one segment, over the top-level document count; nested passages are Lucene documents of
+their own).
 """
 
 from __future__ import annotations
@@ -32,34 +39,37 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from elasticsearch import AsyncElasticsearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.passages_exact import aggregations  # noqa: E402
 from bench.quality import (  # noqa: E402
     DATA_DIR,
-    DEPTH,
+    IGNORE_IDENTICAL_IDS,
     Dataset,
     analyzer_for,
     cached,
     ensure_index,
     load_model,
     minilm_settings,
-    ndcg_at,
     pct,
     read_beir,
-    recall_at,
     run_and_report,
     run_queries,
     subset,
 )
+from bench.quality_eval import halves, metrics, ndcg_at, ranked  # noqa: E402
+from bench.vector_memo import MemoEncoder  # noqa: E402
 from es_embed.config import BatchSettings, IndexSettings, PassageSettings  # noqa: E402
+from es_embed.embed.protocol import Encoder  # noqa: E402
 from es_embed.embed.service import EmbeddingService  # noqa: E402
 from es_embed.indices.resolve import resolve_index  # noqa: E402
 from es_embed.search.execute import Searcher  # noqa: E402
 from es_embed.search.spec import SearchSpec  # noqa: E402
 
-MODES = [("knn", "knn", "rrf"), ("hybrid rrf", "hybrid", "rrf")]
+MODES = [("knn", "knn", "rrf"), ("hybrid auto", "hybrid", "auto"), ("hybrid rrf", "hybrid", "rrf")]
 NO_PASSAGES = "passages, none returned"
 
 
@@ -106,22 +116,36 @@ async def knn_latency(runs: list[Run], data: Dataset, n: int) -> dict[str, list[
 
 
 async def quality(searcher: Searcher, data: Dataset, index: str) -> dict[str, Any]:
+    """nDCG@10 and Recall@100 of each mode on each half (``tune``, ``report``) of the queries:
+    choices are made on the tuning half, the README reports the other."""
     row: dict[str, Any] = {}
+    split = halves(data.qrels)
     for label, mode, fusion in MODES:
         start = time.monotonic()
-        run = await run_queries(searcher, data, index, mode, fusion)
-        row[label] = {"ndcg@10": ndcg_at(run, data.qrels, 10),
-                      "recall@100": recall_at(run, data.qrels, DEPTH)}  # fmt: skip
-        print(f"  {label:<11} nDCG@10 {row[label]['ndcg@10']:.4f}  "
+        run = ranked(
+            await run_queries(searcher, data, index, mode, fusion),
+            data.name in IGNORE_IDENTICAL_IDS,
+        )
+        row[label] = {}
+        for name, qrels in split.items():
+            ndcg, recall = metrics(f"{index} {label}", run, qrels)
+            row[label][name] = {"ndcg@10": ndcg, "recall@100": recall}
+        # Per query on the reported half: differences between indices come with their error.
+        row[label]["per_query"] = {q: ndcg_at(run, {q: r}, 10) for q, r in split["report"].items()}
+        print(f"  {label:<11} nDCG@10 {row[label]['report']['ndcg@10']:.4f} (reported half), "
+              f"{row[label]['tune']['ndcg@10']:.4f} (tuning half)  "
               f"({time.monotonic() - start:.0f} s)", file=sys.stderr)  # fmt: skip
     return row
 
 
-async def started(window: int) -> EmbeddingService:
+async def started(window: int, memo: Path | None) -> tuple[EmbeddingService, Encoder]:
     model = replace(minilm_settings(), max_length=window)
-    service = EmbeddingService(await asyncio.to_thread(load_model, model), BatchSettings(), model)
+    encoder: Encoder = await asyncio.to_thread(load_model, model)
+    if memo is not None:
+        encoder = MemoEncoder(encoder, memo)
+    service = EmbeddingService(encoder, BatchSettings(), model)
     await service.start()
-    return service
+    return service, encoder
 
 
 def index_name(dataset: str, v: Variant) -> str:
@@ -133,6 +157,7 @@ async def study(args: argparse.Namespace) -> dict[str, Any]:
     data = subset(data, args.max_queries, args.max_docs, args.seed)
     es = AsyncElasticsearch(args.es_url, request_timeout=300)
     services: dict[int, EmbeddingService] = {}
+    encoders: dict[int, Encoder] = {}
     try:
         analyzer = await analyzer_for(es, "en")
         print(f"{args.dataset}: {len(data.corpus):,} documents, {len(data.queries):,} queries",
@@ -142,7 +167,7 @@ async def study(args: argparse.Namespace) -> dict[str, Any]:
         embedders = {}
         for v in variants(args.max_tokens, args.overlap):
             if v.window not in services:
-                services[v.window] = await started(v.window)
+                services[v.window], encoders[v.window] = await started(v.window, args.vector_cache)
                 embedders[v.window] = cached(services[v.window].embed_query)
             service, index = services[v.window], index_name(args.dataset, v)
             print(f"{v.label}: {index}", file=sys.stderr)
@@ -168,6 +193,11 @@ async def study(args: argparse.Namespace) -> dict[str, Any]:
             "variant": f"{rows[0]['variant']}, queries at 256",
             **await quality(full, data, cut),
         }
+        # The same passages and vectors scored outside Elasticsearch: max (what the nested kNN
+        # does), mean and first passage, to see what the aggregation does on this data.
+        exact = await asyncio.to_thread(
+            aggregations, encoders[256], data, ("title", "text"), args.max_tokens, args.overlap
+        )
         # The passage index again without inner hits: what returning passages costs.
         runs.append((NO_PASSAGES, runs[1][1], runs[1][2], 0))
         for _, searcher, index, count in runs:  # warm-up
@@ -182,15 +212,21 @@ async def study(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for service in services.values():
             await service.stop()
+        for encoder in encoders.values():
+            if isinstance(encoder, MemoEncoder):
+                encoder.flush()
         await es.close()
     return {
         "dataset": args.dataset,
         "documents": len(data.corpus),
         "queries": len(data.queries),
+        "split": {name: len(qrels) for name, qrels in halves(data.qrels).items()},
         "index_options": vector.get("index_options", {}).get("type", "server default"),
         "rows": rows,
         "docs_only": docs_only,
+        "exact": exact,
         "recovered": {mode: recovered(rows, mode) for mode, _, _ in MODES},
+        "differences": {mode: differences(rows, mode) for mode, _, _ in MODES},
         "knn_p50_ratio": rows[1]["knn_ms"]["p50"] / rows[2]["knn_ms"]["p50"],
         "knn_p50_ratio_without_passages": pct(bare, 50) / rows[2]["knn_ms"]["p50"],
         "storage_ratio": rows[1]["store"]["bytes_per_doc"] / rows[2]["store"]["bytes_per_doc"],
@@ -198,38 +234,68 @@ async def study(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def recovered(rows: list[dict[str, Any]], mode: str) -> float:
-    cut, passages, full = (r[mode]["ndcg@10"] for r in rows)
-    lost = full - cut
-    return (passages - cut) / lost if lost > 0 else float("nan")
+    """The share of the 128-token window's loss that passages win back; nan when there is no
+    loss to speak of (not above two standard errors of the per-query differences)."""
+    cut, passages, full = (r[mode]["report"]["ndcg@10"] for r in rows)
+    lost, error = differences(rows, mode)[rows[2]["variant"]]
+    return (passages - cut) / lost if lost > 2 * error else float("nan")
+
+
+def differences(rows: list[dict[str, Any]], mode: str) -> dict[str, list[float]]:
+    """nDCG@10 of each index minus the 128-token window's, query by query on the reported
+    half: the mean and its standard error (is a difference larger than the noise?)."""
+    base = rows[0][mode]["per_query"]
+    out = {}
+    for row in rows[1:]:
+        d = np.array([row[mode]["per_query"][q] - base[q] for q in base])
+        out[row["variant"]] = [float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))]
+    return out
 
 
 def table(report: dict[str, Any]) -> str:
+    split = report.get("split", {})
     lines = [
-        f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries; "
+        f"{report['dataset']}: {report['documents']:,} documents, {report['queries']:,} queries "
+        f"(reported half {split.get('report', '?')}, tuning half {split.get('tune', '?')}); "
         f"MiniLM-L6-v2, dense_vector `{report['index_options']}`",
         "",
-        "| index | kNN nDCG@10 | kNN R@100 | hybrid nDCG@10 | hybrid R@100 | kNN p50 ms "
-        "| bytes/doc | passages/doc |",
+        "| index (reported half) | kNN nDCG@10 | kNN R@100 | hybrid auto nDCG@10 "
+        "| hybrid RRF nDCG@10 | kNN p50 ms | bytes/doc | passages/doc |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in [*report["rows"], report["docs_only"]]:
-        k, h = r["knn"], r["hybrid rrf"]
+        k, a, h = (r[mode]["report"] for mode in ("knn", "hybrid auto", "hybrid rrf"))
         s, t = r.get("store"), r.get("knn_ms")
         lines.append(
             f"| {r['variant']} | {k['ndcg@10']:.4f} | {k['recall@100']:.4f} | "
-            f"{h['ndcg@10']:.4f} | {h['recall@100']:.4f} | "
+            f"{a['ndcg@10']:.4f} | {h['ndcg@10']:.4f} | "
             + (f"{t['p50']:.1f} | " if t else "- | ")
             + (f"{s['bytes_per_doc']:,.0f} | {s['passages_per_doc']:.2f} |" if s else "- | - |")
         )
     rec = report["recovered"]
     lines += [
         "",
-        f"Recovered of what the 128-token window loses: kNN {rec['knn']:.0%}, "
-        f"hybrid {rec['hybrid rrf']:.0%} (target: at least 50%; nan: the cut loses nothing).",
+        "Recovered of what the 128-token window loses (reported half): "
+        + ", ".join(f"{mode} {share:.0%}" for mode, share in rec.items())
+        + " (target: at least 50%; nan: the cut loses nothing beyond two standard errors).",
+        "nDCG@10 minus the 128-token window's, mean +- standard error over the reported "
+        "half's queries: "
+        + "; ".join(
+            f"{mode}: " + ", ".join(f"{v} {m:+.4f} +- {e:.4f}" for v, (m, e) in d.items())
+            for mode, d in report["differences"].items()
+        )
+        + ".",
         f"Passage kNN p50 over one-vector (256) kNN p50: {report['knn_p50_ratio']:.2f}x "
         f"with the best 3 passages, {report['knn_p50_ratio_without_passages']:.2f}x without "
         "(passages: 0) (target: at most 1.5x).",
         f"Bytes per document, passages over one vector: {report['storage_ratio']:.2f}x.",
+        "Exact kNN nDCG@10 of the passages, scored outside Elasticsearch (reported half / "
+        "tuning half), a document by its best passage (max, as the nested kNN), by the mean "
+        "of its passages, by its first passage: "
+        + ", ".join(
+            f"{way} {v['report']:.4f} / {v['tune']:.4f}" for way, v in report["exact"].items()
+        )
+        + ".",
     ]
     return "\n".join(lines)
 
@@ -249,6 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--reindex", action="store_true")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--vector-cache",
+        type=Path,
+        help="remember the model's vectors by token ids here (bench/vector_memo.py), so a "
+        "rerun or another index of the same texts skips the model",
+    )
     return run_and_report(p.parse_args(argv), study, table)
 
 
