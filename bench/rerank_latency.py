@@ -78,18 +78,20 @@ Batch = tuple[str, float, float]  # model ("embed" | "rerank"), cut, done (perf_
 
 
 def record_batches(service: EmbeddingService) -> list[Batch]:
-    """Wrap the service's ``run_batch``: each batch is appended as its output comes back."""
+    """Wrap the service's ``run_batch`` (its devices' workers): each batch is appended as its
+    output comes back."""
     batches: list[Batch] = []
-    run_batch = service.run_batch
+    workers = service.workers
+    run_batch = workers.run_batch
 
-    async def timed(lane: Any, kind: str, tokens: Any, record: bool = True) -> Any:
+    async def timed(lane: Any, kind: str, tokens: Any, record: bool = True, device: int = 0) -> Any:
         start = time.perf_counter()
         try:
-            return await run_batch(lane, kind, tokens, record)  # type: ignore[arg-type]
+            return await run_batch(lane, kind, tokens, record, device)  # type: ignore[arg-type]
         finally:
             batches.append((kind, start, time.perf_counter()))
 
-    service.run_batch = timed  # type: ignore[method-assign]
+    workers.run_batch = timed  # type: ignore[method-assign]
     return batches
 
 
