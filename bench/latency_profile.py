@@ -44,14 +44,17 @@ def serve(config: Path) -> None:
     from es_embed.api.app import create_app
     from es_embed.config import load_settings
     from es_embed.embed.service import EmbeddingService
+    from es_embed.embed.workers import Workers
 
     events: dict[str, list[Any]] = {"query": [], "batch": [], "lag": []}
-    run_batch, embed = EmbeddingService.run_batch, EmbeddingService.embed
+    run_batch, embed = Workers.run_batch, EmbeddingService.embed
     tokenize = EmbeddingService._tokenize
 
-    async def timed_run_batch(self: Any, lane: str, kind: str, tokens: Any, record: bool = True):  # type: ignore[no-untyped-def]
+    async def timed_run_batch(
+        self: Any, lane: str, kind: str, tokens: Any, record: bool = True, device: int = 0
+    ) -> Any:
         started = time.perf_counter()
-        rows = await run_batch(self, lane, kind, tokens, record)
+        rows = await run_batch(self, lane, kind, tokens, record, device)
         padded = max(len(t.ids) for t in tokens) * len(tokens)
         events["batch"].append((lane, started, time.perf_counter(), len(tokens), padded))
         return rows
@@ -71,7 +74,7 @@ def serve(config: Path) -> None:
         entry["done"] = time.perf_counter()
         return result
 
-    EmbeddingService.run_batch = timed_run_batch  # type: ignore[method-assign]
+    Workers.run_batch = timed_run_batch  # type: ignore[method-assign]
     EmbeddingService._tokenize = timed_tokenize  # type: ignore[method-assign]
     EmbeddingService.embed = timed_embed  # type: ignore[method-assign]
 
