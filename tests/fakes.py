@@ -143,6 +143,28 @@ class HeldEncoder(FakeEncoder):
         return super().forward(batch)
 
 
+class LayeredEncoder(FakeEncoder):
+    """The fake with layers, as ``turns.Layered``: a pass calls the ``on_layer`` hooks before
+    each of ``layers`` layers, each of which takes ``seconds_per_layer``."""
+
+    def __init__(self, layers: int = 4, seconds_per_layer: float = 0.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.layers = layers
+        self.seconds_per_layer = seconds_per_layer
+        self._hooks: list[Callable[[], None]] = []
+
+    def on_layer(self, hook: Callable[[], None]) -> int:
+        self._hooks.append(hook)
+        return self.layers
+
+    def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
+        for _ in range(self.layers):
+            for hook in self._hooks:
+                hook()
+            time.sleep(self.seconds_per_layer)
+        return super().forward(batch)
+
+
 def refuse_as_a_gpu(batch: Sequence[Tokenized], most_inputs: int, most_tokens: int | None) -> None:
     """Raise torch.cuda.OutOfMemoryError, as a GPU does, for a batch of more than
     ``most_inputs`` inputs or ``most_tokens`` padded tokens."""

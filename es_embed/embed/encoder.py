@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -85,6 +85,14 @@ class HFEncoder:
 
     def memory_in_use(self) -> str:
         return accelerator.memory_in_use(self._device)
+
+    def on_layer(self, hook: Callable[[], None]) -> int:
+        """Call ``hook`` before each transformer layer of every pass, on the thread running
+        it (``turns.py``: where a bulk pass stands aside for a query); returns the layers."""
+        layers = transformer_layers(self._model)
+        for layer in layers:
+            layer.register_forward_pre_hook(lambda _module, _args: hook())
+        return len(layers)
 
     @property
     def end_of_text_id(self) -> int | None:
@@ -161,6 +169,13 @@ def pad_ids(batch: Sequence[Tokenized], pad_id: int, *, left: bool) -> np.ndarra
 
 def attention_mask(batch: Sequence[Tokenized], *, left: bool) -> np.ndarray:
     return pad_rows([(1,) * len(t.ids) for t in batch], 0, left=left)
+
+
+def transformer_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's stack of layers: its longest ``ModuleList`` (``encoder.layer`` in BERT,
+    ``layers`` in Qwen3); empty for a model without one."""
+    stacks = [list(m) for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return max(stacks, key=len, default=[])
 
 
 def real_positions(attention: torch.Tensor) -> torch.Tensor:

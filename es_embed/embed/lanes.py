@@ -1,17 +1,20 @@
 """The two lanes in front of the models: admission, batch cutting and the bulk hold.
 
-The query lane always goes first, so an interactive query waits for at most the batch in flight;
-and every bulk batch is cut to about ``batching.max_bulk_batch_ms`` of model time on the device
-that takes it, from that device's measured speed (``pace.py``, ``speed.py``), so that wait stays
-short even while a back-fill saturates every device. Reranker pairs share the query lane behind
-embedding queries, and their batches are cut the same way to ``batching.max_rerank_batch_ms`` at
-the reranker's own measured speed: a window of 50 long pairs in one pass could otherwise hold an
-embedding query for a second on a CPU. A client that sends its next query right
-after an answer also finds a device free: bulk work is held for a few ms after each answered
-query while queries arrive that way (anticipation). Every batch fits its device's token budget
-(``memory.py``), which an out-of-memory error lowers for a while. Admission is bounded per lane
-(429 beyond it). This module never runs a model: each device's worker asks it for the next batch
-with that device's pace, runs it, and reports how long the batch took.
+Each device takes work from both lanes at once, on one model thread per lane, and its bulk
+pass stands aside for a query at each layer boundary (``turns.py``), so an interactive query
+waits for at most one layer of bulk work; and every bulk batch is cut to about
+``batching.max_bulk_batch_ms`` of model time on the device that takes it, from that device's
+measured speed (``pace.py``, ``speed.py``), so a query on a model without layer hooks waits
+little too, even while a back-fill saturates every device. Reranker pairs share the query lane
+behind embedding queries, and their batches are cut the same way to
+``batching.max_rerank_batch_ms`` at the reranker's own measured speed: a window of 50 long
+pairs in one pass could otherwise hold an embedding query for a second on a CPU. A client that
+sends its next query right after an answer also finds a device free: bulk work is held for a
+few ms after each answered query while queries arrive that way (anticipation). Every batch
+fits its device's token budget (``memory.py``), which an out-of-memory error lowers for a
+while. Admission is bounded per lane (429 beyond it). This module never runs a model: each
+device's loop for a lane asks it for that lane's next batch with the device's pace, runs it,
+and reports how long the batch took.
 """
 
 from __future__ import annotations
@@ -107,20 +110,28 @@ class Lanes:
             queue.clear()
         self._update_depth()
 
-    async def next_batch(self, pace: Pace) -> tuple[Lane, list[Item]]:
-        """Wait for the next batch cut for the device of ``pace``: query work first, bulk work
-        once its hold is over. Every free device waits here; each batch goes to one of them."""
+    async def next_batch(self, pace: Pace, lane: Lane) -> list[Item]:
+        """Wait for the next batch of ``lane`` cut for the device of ``pace`` (bulk work once
+        its hold is over). Every device's free loop for that lane waits here; each batch goes
+        to one of them."""
         while True:
-            picked = self._pick(pace)
-            if picked is not None:
-                if picked[0] == "bulk":
+            batch = self._pick(pace, lane)
+            if batch:
+                if lane == "bulk":
                     self._bulk_waiting_since = time.monotonic()
                 self._update_depth()
-                return picked
+                return batch
             self._wakeup.clear()
             hold = self._bulk_hold()
             with contextlib.suppress(TimeoutError):  # the hold is over: bulk work may go
                 await asyncio.wait_for(self._wakeup.wait(), hold if hold > 0 else None)
+
+    def give_back(self, lane: Lane, batch: list[Item]) -> None:
+        """Put a batch taken by a device that went out before running it back at the head of
+        its lane, in order, for another device."""
+        self._queues[lane].extendleft(reversed(batch))
+        self._update_depth()
+        self._wakeup.set()
 
     def ran(
         self,
@@ -146,18 +157,15 @@ class Lanes:
         for lane, queue in self._queues.items():
             self._m_queue.labels(lane=lane).set(len(queue))
 
-    def _pick(self, pace: Pace) -> tuple[Lane, list[Item]] | None:
+    def _pick(self, pace: Pace, lane: Lane) -> list[Item]:
         b = self._batching
-        for lane in LANES:
-            if lane == "bulk" and self._bulk_hold() > 0:
-                return None
-            window = max(4 * b.max_batch_size, SORT_WINDOW)
-            rerank: dict[ModelKind, int] = {"rerank": pace.rerank_budget()}
-            queue = self._queues[lane]
-            batch = cut_batch(queue, pace.max_tokens(lane), b.max_batch_size, window, rerank)
-            if batch:
-                return lane, batch
-        return None
+        if lane == "bulk" and self._bulk_hold() > 0:
+            return []
+        window = max(4 * b.max_batch_size, SORT_WINDOW)
+        # Reranker pairs only ever queue on the query lane.
+        rerank: dict[ModelKind, int] = {"rerank": pace.rerank_budget()} if lane == "query" else {}
+        queue = self._queues[lane]
+        return cut_batch(queue, pace.max_tokens(lane), b.max_batch_size, window, rerank)
 
     def _bulk_hold(self) -> float:
         """Seconds the bulk lane still waits after a query was answered (0 when it need not).

@@ -1,12 +1,14 @@
-"""One device's model thread: every forward pass of that device's embedder and reranker
+"""One device's model threads: every forward pass of that device's embedder and reranker
 replicas runs here.
 
-One thread per device because one accelerator runs one batch at a time anyway, and because a
-model called from two threads at once is not safe (``workers.py`` runs one of these per
-device). A batch holds one kind of work (``batching.py``); ``run`` sends it to its model,
-splits it in halves while it runs out of memory (``memory.py``), refuses output that is
-non-finite or mis-shaped (so a broken model fails loudly instead of serving garbage), and
-records the batch metrics: the service's totals, and per device its batches and model time.
+Two threads per device, one per lane (``workers.py`` runs one of these per device): a query's
+pass starts while a bulk pass is in flight, which then stands aside for it at its next layer
+boundary (``turns.py``), so the device still runs one pass at a time and a query waits for
+at most one layer of bulk work. A batch holds one kind of work (``batching.py``); ``run``
+sends it to its model, splits it in halves while it runs out of memory (``memory.py``),
+refuses output that is non-finite or mis-shaped (so a broken model fails loudly instead of
+serving garbage), and records the batch metrics: the service's totals, and per device its
+batches, model time and pauses.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from es_embed.embed.batching import padded_cost
 from es_embed.embed.lanes import LANES
 from es_embed.embed.memory import Parts, forward_in_parts
 from es_embed.embed.protocol import Encoder, Lane, ModelKind, Reranker, Tokenized
+from es_embed.embed.turns import Layered, Turn, Turns
 from es_embed.metrics import SIZE_BUCKETS, Registry
 
 
@@ -35,8 +38,14 @@ class ModelRunner:
     ) -> None:
         self._encoder = encoder
         self._reranker = reranker
-        self._thread: ThreadPoolExecutor | None = None
+        self._threads: dict[Lane, ThreadPoolExecutor] = {}
+        self._turns = Turns()
         self.device = device or encoder.info.device  # its name in metrics and log lines
+        # Where the bulk pass stands aside for a query; an encoder without layer hooks still
+        # serves, its queries waiting for the bulk pass in flight.
+        self.layers = 0  # layer boundaries a bulk pass may pause at
+        if isinstance(encoder, Layered):
+            self.layers = encoder.on_layer(self._turns.between_layers)
         r = registry
         self._m_batch_size = r.histogram(
             "es_embed_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS
@@ -65,29 +74,46 @@ class ModelRunner:
             ("device",),
             known=known,
         ).labels(device=self.device)
+        self._m_pauses = r.counter(
+            "es_embed_bulk_pauses_total",
+            "Times a bulk pass stood aside at a layer boundary for a query, by device.",
+            ("device",),
+            known=known,
+        ).labels(device=self.device)
 
     def start(self) -> None:
         name = "es-embed-model-" + self.device.replace(":", "").replace("/", "-")
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._threads = {
+            lane: ThreadPoolExecutor(1, thread_name_prefix=f"{name}-{lane}") for lane in LANES
+        }
 
     def shutdown(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=False, cancel_futures=True)
+        for thread in self._threads.values():
+            thread.shutdown(wait=False, cancel_futures=True)
 
     async def run(
         self, lane: Lane, kind: ModelKind, tokens: list[Tokenized], record: bool = True
-    ) -> Parts:
-        """One batch on the model thread, split in halves while it runs out of memory, and
-        recorded in the metrics (if ``record``); raises any other error the model raises."""
+    ) -> tuple[Parts, float]:
+        """One batch on the lane's model thread, in its turn on the device, split in halves
+        while it runs out of memory, and recorded in the metrics (if ``record``); raises any
+        other error the model raises. Returns the parts and the batch's model time (what it
+        waited for its turn and paused for queries left out)."""
         loop = asyncio.get_running_loop()
-        forward = functools.partial(self._checked_forward, kind)
         started = time.perf_counter()
-        parts = await loop.run_in_executor(self._thread, forward_in_parts, forward, tokens)
-        seconds = time.perf_counter() - started
+        parts, turn = await loop.run_in_executor(
+            self._threads[lane], self._in_turn, lane, kind, tokens
+        )
+        seconds = time.perf_counter() - started - turn.waited - turn.paused
         self._m_oom_splits.inc(parts.splits)
+        self._m_pauses.inc(turn.pauses)
         if record:
             self._record(lane, tokens, seconds)
-        return parts
+        return parts, seconds
+
+    def _in_turn(self, lane: Lane, kind: ModelKind, tokens: list[Tokenized]) -> tuple[Parts, Turn]:
+        forward = functools.partial(self._checked_forward, kind)
+        with self._turns.bulk() if lane == "bulk" else self._turns.query() as turn:
+            return forward_in_parts(forward, tokens), turn
 
     def _record(self, lane: Lane, tokens: list[Tokenized], seconds: float) -> None:
         real = sum(len(t.ids) for t in tokens)
@@ -100,9 +126,13 @@ class ModelRunner:
         self._m_device_seconds.inc(seconds)
 
     async def forward(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
-        """A forward pass on the model thread, not recorded (health probes use it)."""
+        """A forward pass in a query's turn, not recorded (health probes use it)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._checked_forward, kind, tokens)
+        return await loop.run_in_executor(self._threads["query"], self._probe, kind, tokens)
+
+    def _probe(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
+        with self._turns.query():
+            return self._checked_forward(kind, tokens)
 
     def _checked_forward(self, kind: ModelKind, tokens: list[Tokenized]) -> np.ndarray:
         model: Encoder | Reranker | None = self._reranker if kind == "rerank" else self._encoder

@@ -83,8 +83,8 @@ async def start_up(
     reranker: Reranker | None = None,
 ) -> None:
     """For each device's replica in turn: budget from the device, warm-up, and one log line
-    saying device, dtype, memory in use, the token budget and how it was chosen, and the bulk
-    bound at the measured speed."""
+    saying device, dtype, memory in use, the token budget and how it was chosen, the bulk
+    bound at the measured speed, and where a bulk pass can stand aside for a query."""
     for device, encoder in enumerate(encoders):
         budget, how = encoder.token_budget(batching.max_batch_tokens)
         prove = encoder.info.device != "cpu"
@@ -92,13 +92,17 @@ async def start_up(
             service, encoder, batching, budget, prove_budget=prove, device=device, reranker=reranker
         )
         info = encoder.info
+        layers = service.workers.layers(device)
         log.info(
-            "model ready: %s on %s (%s), memory %s; %s",
+            "model ready: %s on %s (%s), memory %s; %s; %s",
             info.model_id,
             service.devices[device],
             info.dtype,
             encoder.memory_in_use(),
             service.lanes.paces[device].describe(how),
+            f"a bulk pass stands aside for queries at {layers} layers"
+            if layers
+            else "no layer stack found: a query waits for the bulk pass in flight",
         )
 
 

@@ -1,23 +1,24 @@
-"""The devices behind the lanes: one model replica and one model thread per device, each
-taking the next batch as soon as it is free.
+"""The devices behind the lanes: one model replica per device, and on each one loop per lane,
+each taking the next batch of its lane as soon as its model thread is free.
 
 ``model.devices`` loads a replica of the embedder (and of the reranker) on each device; every
-free device waits on the lanes for a batch cut to its own pace (``pace.py``: its token budget
-and measured speed), so the query lane still goes first and a bulk batch is still bounded in
-model time, on whichever device takes it. An out-of-memory split stays on its device.
+device's query loop and bulk loop wait on the lanes for a batch cut to that device's pace
+(``pace.py``: its token budget and measured speed). Both lanes run at once on a device: a
+bulk pass in flight stands aside for a query at its next layer boundary (``turns.py``), and
+every bulk batch is still bounded in model time. An out-of-memory split stays on its device.
 
-A model failure (anything but running out of memory) takes its device out of the rotation:
-the batch's waiters get 503, and the device is probed every ``probe_interval_seconds`` until a
-probe passes, while the other devices keep serving the lanes. Only while no device is up is
-the service unhealthy: queued requests fail with 503, new ones are refused at once. With one
-device that is the single-device rule: a failure fails everything waiting and /health says so.
+A model failure (anything but running out of memory) takes its device out of the rotation,
+both its loops: the batch's waiters get 503, and the device is probed every
+``probe_interval_seconds`` until a probe passes, while the other devices keep serving the
+lanes. Only while no device is up is the service unhealthy: queued requests fail with 503,
+new ones are refused at once. With one device that is the single-device rule: a failure
+fails everything waiting and /health says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 
 from es_embed.config import BatchSettings
 from es_embed.embed.batching import Item
-from es_embed.embed.lanes import Lanes
+from es_embed.embed.lanes import LANES, Lanes
 from es_embed.embed.memory import too_large_for_memory
 from es_embed.embed.pace import Pace
 from es_embed.embed.protocol import Encoder, Lane, ModelKind, Reranker, Tokenized
@@ -63,9 +64,10 @@ def device_names(devices: Sequence[str]) -> list[str]:
 class Worker:
     runner: ModelRunner
     pace: Pace
-    in_flight: list[Item] = field(default_factory=list)  # the batch on its model thread
+    in_flight: dict[Lane, list[Item]] = field(default_factory=dict)  # on its model threads
     failure: str | None = None  # why it is out of the rotation
     failed_kind: ModelKind = "embed"  # the model its probe must see working again
+    up: asyncio.Event = field(default_factory=asyncio.Event)  # set while it takes work
 
     @property
     def device(self) -> str:
@@ -108,13 +110,18 @@ class Workers:
     def devices(self) -> list[str]:
         return [w.device for w in self._workers]
 
+    def layers(self, device: int) -> int:
+        """The layer boundaries at which a bulk pass on device number ``device`` stands aside
+        for a query (0: its model has no hooks, and a query waits for the pass)."""
+        return self._workers[device].runner.layers
+
     @property
     def failure(self) -> str | None:
         """Why no device can take work (the last one to fail), or None while one can."""
         return self._failure
 
     def busy(self) -> bool:
-        return any(w.in_flight for w in self._workers)
+        return any(batch for w in self._workers for batch in w.in_flight.values())
 
     def stopped(self) -> bool:
         """A device's loop ended (it never should): its share of the work would wait forever."""
@@ -123,13 +130,14 @@ class Workers:
     def start(self) -> None:
         for w in self._workers:
             w.runner.start()
+            w.up.set()
+            self._m_up.labels(device=w.device).set(1)
         self._tasks = [
-            asyncio.create_task(self._serve(w), name=f"es-embed-device-{w.device}")
+            asyncio.create_task(self._serve(w, lane), name=f"es-embed-{lane}-{w.device}")
             for w in self._workers
+            for lane in LANES
         ]
         self._m_healthy.set(1)
-        for w in self._workers:
-            self._m_up.labels(device=w.device).set(1)
 
     async def stop(self, error: EmbedError) -> None:
         """End every device's loop; a batch still on a model thread is answered ``error``
@@ -138,8 +146,9 @@ class Workers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for w in self._workers:
-            _fail(w.in_flight, error)
-            w.in_flight = []
+            for batch in w.in_flight.values():
+                _fail(batch, error)
+            w.in_flight.clear()
             w.runner.shutdown()
 
     async def run_batch(
@@ -155,9 +164,7 @@ class Workers:
         that device's pace (the metrics only if ``record``). None for an input that does not
         fit even alone."""
         w = self._workers[device]
-        started = time.perf_counter()
-        parts = await w.runner.run(lane, kind, tokens, record)
-        seconds = time.perf_counter() - started
+        parts, seconds = await w.runner.run(lane, kind, tokens, record)
         self._lanes.ran(w.pace, lane, tokens, seconds, parts.failed_tokens, kind)
         if parts.failed_tokens is not None:
             log.warning(
@@ -170,32 +177,43 @@ class Workers:
             )
         return parts.rows
 
-    async def _serve(self, w: Worker) -> None:
+    async def _serve(self, w: Worker, lane: Lane) -> None:
+        """One device's loop for one lane."""
         device = self._workers.index(w)
         while True:
-            lane, batch = await self._lanes.next_batch(w.pace)
+            await w.up.wait()
+            batch = await self._lanes.next_batch(w.pace, lane)
+            if w.failure is not None:  # the device went out while this loop waited for work
+                self._lanes.give_back(lane, batch)
+                continue
             kind = batch[0].request.kind  # one model per batch (cut_batch)
-            w.in_flight = batch
+            w.in_flight[lane] = batch
             try:
                 rows = await self.run_batch(lane, kind, [it.tokens for it in batch], True, device)
             except Exception as exc:  # any model failure: fail its waiters, probe the device
-                w.in_flight = []
-                self._on_failure(w, exc, batch, kind)
-                await self._probe_until_up(w)
+                w.in_flight.pop(lane, None)
+                if self._on_failure(w, exc, batch, kind):
+                    await self._probe_until_up(w)
                 continue
-            w.in_flight = []
+            w.in_flight.pop(lane, None)
             _deliver(batch, rows, w.device)
 
     def _on_failure(
         self, w: Worker, exc: BaseException, batch: list[Item], kind: ModelKind
-    ) -> None:
+    ) -> bool:
+        """Fail the batch's waiters; True if this failure took the device out (its loop then
+        probes it), False if the device was out already (the other lane's pass failed)."""
         which = "reranker" if kind == "rerank" else "model"
-        w.failure = f"{which} forward pass failed{self._on(w)}: {type(exc).__name__}: {exc}"
-        w.failed_kind = kind
+        failure = f"{which} forward pass failed{self._on(w)}: {type(exc).__name__}: {exc}"
+        error = unavailable(f"the model is unavailable: {failure}")
         self._m_failures.inc()
-        self._m_up.labels(device=w.device).set(0)
-        error = unavailable(f"the model is unavailable: {w.failure}")
         _fail(batch, error)
+        if w.failure is not None:
+            return False
+        w.failure = failure
+        w.failed_kind = kind
+        w.up.clear()
+        self._m_up.labels(device=w.device).set(0)
         if all(other.failure is not None for other in self._workers):
             log.error("%s; failing waiting requests and probing for recovery", w.failure)
             self._failure = w.failure
@@ -204,6 +222,7 @@ class Workers:
         else:
             up = ", ".join(o.device for o in self._workers if o.failure is None)
             log.error("%s; probing it for recovery while %s serve", w.failure, up)
+        return True
 
     async def _probe_until_up(self, w: Worker) -> None:
         while w.failure is not None:
@@ -217,6 +236,7 @@ class Workers:
             back = "the embedding service is healthy again" if self._failure else "it takes work"
             log.info("model probe%s succeeded; %s", self._on(w), back)
             w.failure = None
+            w.up.set()
             self._failure = None
             self._m_healthy.set(1)
             self._m_up.labels(device=w.device).set(1)

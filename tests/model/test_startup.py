@@ -29,7 +29,9 @@ async def test_serve_warms_up_and_logs_what_it_chose(
             in ready
         )
         # The measured speed: tokens/s of token work, and the fixed cost of a pass.
-        assert re.search(r" tokens at [\d,]+ tokens/s \(\+\d+\.\d ms per pass\)$", ready)
+        assert re.search(r" tokens at [\d,]+ tokens/s \(\+\d+\.\d ms per pass\); ", ready)
+        # The tiny Qwen3's two layers: where a bulk pass stands aside for a query.
+        assert ready.endswith("; a bulk pass stands aside for queries at 2 layers")
         health = await client.get("/health")
         assert health.status == 200
         text = await (await client.get("/metrics")).text()

@@ -258,8 +258,8 @@ async def test_each_device_gets_bulk_batches_cut_to_its_own_speed() -> None:
     ln.ran(fast, "bulk", tokens([100]), 0.01)  # 0.1 ms per padded token: 250 tokens in 25 ms
     ln.ran(slow, "bulk", tokens([100]), 0.04)  # 0.4 ms per padded token: 62 tokens in 25 ms
     ln.enqueue("bulk", Request(size=40, future=None), tokens([10] * 40))
-    assert len((await ln.next_batch(slow))[1]) == 6
-    assert len((await ln.next_batch(fast))[1]) == 25
+    assert len(await ln.next_batch(slow, "bulk")) == 6
+    assert len(await ln.next_batch(fast, "bulk")) == 25
     # The gauge shows the smallest bulk batch a device may take.
     assert registry.get_sample_value("es_embed_batch_token_budget", {"lane": "bulk"}) == 62
 

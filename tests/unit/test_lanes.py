@@ -39,8 +39,7 @@ async def test_bulk_batch_is_cut_to_the_bound_at_the_measured_speed() -> None:
     ln.ran(pace, "bulk", tokens([100]), 0.01)  # 0.1 ms per padded token
     assert pace.bulk_budget() == 250  # 25 ms of model time
     enqueue(ln, "bulk", [10] * 30)
-    lane, batch = await ln.next_batch(pace)
-    assert lane == "bulk" and len(batch) == 25  # 25 x 10 padded tokens = 250
+    assert len(await ln.next_batch(pace, "bulk")) == 25  # 25 x 10 padded tokens = 250
 
 
 async def test_speed_is_a_moving_average_of_bulk_batches_only() -> None:
@@ -90,7 +89,7 @@ async def test_no_bound_fills_the_token_budget() -> None:
     ln.ran(pace, "bulk", tokens([100]), 0.01)
     assert pace.bulk_budget() == 16384
     enqueue(ln, "bulk", [10] * 30)
-    assert len((await ln.next_batch(pace))[1]) == 30
+    assert len(await ln.next_batch(pace, "bulk")) == 30
 
 
 async def test_until_a_pass_is_measured_bulk_batches_fill_the_token_budget() -> None:
@@ -98,7 +97,7 @@ async def test_until_a_pass_is_measured_bulk_batches_fill_the_token_budget() -> 
     pace = ln.paces[0]
     assert pace.bulk_budget() == 200
     enqueue(ln, "bulk", [10] * 30)
-    assert len((await ln.next_batch(pace))[1]) == 20
+    assert len(await ln.next_batch(pace, "bulk")) == 20
 
 
 async def test_queries_are_cut_by_the_token_budget_not_the_bound() -> None:
@@ -107,8 +106,7 @@ async def test_queries_are_cut_by_the_token_budget_not_the_bound() -> None:
     ln.ran(pace, "bulk", tokens([100]), 0.01)
     enqueue(ln, "query", [10] * 30)
     enqueue(ln, "bulk", [10] * 30)
-    lane, batch = await ln.next_batch(pace)
-    assert lane == "query" and len(batch) == 30
+    assert len(await ln.next_batch(pace, "query")) == 30
 
 
 async def test_a_slow_model_still_gets_one_input_per_bulk_batch() -> None:
@@ -117,7 +115,7 @@ async def test_a_slow_model_still_gets_one_input_per_bulk_batch() -> None:
     ln.ran(pace, "bulk", tokens([10]), 1.0)  # 100 ms per token: not even one token fits 25 ms
     assert pace.bulk_budget() == 1
     enqueue(ln, "bulk", [10] * 3)
-    assert len((await ln.next_batch(pace))[1]) == 1  # the oldest input always goes
+    assert len(await ln.next_batch(pace, "bulk")) == 1  # the oldest input always goes
 
 
 async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -> None:
@@ -128,7 +126,7 @@ async def test_out_of_memory_lowers_both_lanes_budget_and_the_gauge_shows_it() -
     ln.ran(pace, "bulk", tokens([10] * 32), 0.5, failed_tokens=320)  # did not fit: not learnt
     assert pace.budget.current == 160 and pace.bulk_budget() == 160
     enqueue(ln, "query", [10] * 30)
-    assert len((await ln.next_batch(pace))[1]) == 16
+    assert len(await ln.next_batch(pace, "query")) == 16
     for lane in ("query", "bulk"):
         assert registry.get_sample_value("es_embed_batch_token_budget", {"lane": lane}) == 160
 
@@ -172,10 +170,9 @@ async def test_rerank_batches_learn_their_own_speed_and_bound() -> None:
     assert pace.tokens_per_second == pytest.approx(10_000)  # the embedder's, as the log says
     # On the query lane: a rerank batch is cut to 100 tokens, an embedding batch is not.
     ln.enqueue("query", Request(size=30, future=None, kind="rerank"), tokens([10] * 30))
-    lane, batch = await ln.next_batch(pace)
-    assert lane == "query" and len(batch) == 10
+    assert len(await ln.next_batch(pace, "query")) == 10
     ln.enqueue("query", Request(size=30, future=None), tokens([10] * 30))
-    _, batch = await ln.next_batch(pace)  # embeddings first, and the token budget alone
+    batch = await ln.next_batch(pace, "query")  # embeddings first, and the token budget alone
     assert batch[0].request.kind == "embed" and len(batch) == 30
 
 
