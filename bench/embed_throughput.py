@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ FLOOD_CLIENTS = 32
 SPACINGS = (0.05, 0.5, 2.0)
 MIN_QUERIES = 25  # per spacing and run: the window grows with the spacing to send them
 BULK_TOKENS = re.compile(r'^es_embed_tokens_total\{lane="bulk"\} (\S+)$', re.MULTILINE)
+QUERY_SECONDS = re.compile(r'^es_embed_forward_seconds_sum\{lane="query"\} (\S+)$', re.MULTILINE)
 H100_BF16_DENSE_FLOPS = 989e12
 QWEN3_4B_FLOP_PER_TOKEN = 2 * 3.6e9
 
@@ -264,7 +266,7 @@ async def query_latency(
     """
     import aiohttp
 
-    counts: list[tuple[float, float]] = []  # (when, bulk tokens embedded) at each change
+    counts: list[Count] = []  # at each change of the bulk tokens embedded
 
     async def flooder(session: aiohttp.ClientSession, seed: int) -> None:
         rng = random.Random(seed)
@@ -304,6 +306,10 @@ async def query_latency(
         "max_ms": float(ms.max()),
         # Bulk work done while the queries ran: what the query priority cost the flood.
         "flood_tokens_per_s": bulk_rate(counts) if flood else None,
+        # The same per second of model time the queries left to bulk work: a scheduler that
+        # answers more queries leaves less, so this is what compares the two batchers.
+        "flood_tokens_per_free_s": bulk_rate(counts, free=True) if flood else None,
+        "query_model_share": query_share(counts) if flood else None,
         "flood_batches": len(counts) - 1,  # changes of the count seen (batches, or more)
         "load_average": os.getloadavg(),
     }
@@ -317,8 +323,16 @@ async def settle(url: str, fmt: str) -> None:
         await post(session, url, {"input": "settle", "input_type": "query"}, fmt)
 
 
-async def count_bulk_tokens(session: Any, url: str, counts: list[tuple[float, float]]) -> None:
-    """Poll the server's es_embed_tokens_total{lane="bulk"}; keep (time, value) at each change.
+@dataclass(frozen=True)
+class Count:
+    when: float  # perf_counter seconds
+    bulk_tokens: float  # es_embed_tokens_total{lane="bulk"}
+    query_seconds: float  # es_embed_forward_seconds_sum{lane="query"}: the queries' model time
+
+
+async def count_bulk_tokens(session: Any, url: str, counts: list[Count]) -> None:
+    """Poll the server's es_embed_tokens_total{lane="bulk"} (and the queries' model time);
+    keep a ``Count`` at each change of the bulk tokens.
 
     The count moves once per batch, so a rate between two changes is exact to the polling
     interval, where counting answered requests is not: a request's 16 documents are spread
@@ -326,20 +340,39 @@ async def count_bulk_tokens(session: Any, url: str, counts: list[tuple[float, fl
     """
     while True:
         async with session.get(f"{url}/metrics") as resp:
-            found = BULK_TOKENS.search(await resp.text())
-        value = float(found.group(1)) if found else 0.0
-        if not counts or value != counts[-1][1]:
-            counts.append((time.perf_counter(), value))
+            text = await resp.text()
+        tokens, seconds = (BULK_TOKENS.search(text), QUERY_SECONDS.search(text))
+        count = Count(
+            time.perf_counter(),
+            float(tokens.group(1)) if tokens else 0.0,
+            float(seconds.group(1)) if seconds else 0.0,
+        )
+        if not counts or count.bulk_tokens != counts[-1].bulk_tokens:
+            counts.append(count)
         await asyncio.sleep(0.1)
 
 
-def bulk_rate(counts: list[tuple[float, float]]) -> float:
+def bulk_rate(counts: list[Count], free: bool = False) -> float:
     """Tokens/s from the first change of the count to the last (the first entry is where
-    the count stood when the run began; 0 with fewer than two changes)."""
+    the count stood when the run began; 0 with fewer than two changes); with ``free``, per
+    second not spent on queries' passes."""
     changes = counts[1:]
     if len(changes) < 2:
         return 0.0
-    return (changes[-1][1] - changes[0][1]) / (changes[-1][0] - changes[0][0])
+    first, last = changes[0], changes[-1]
+    seconds = last.when - first.when
+    if free:
+        seconds -= last.query_seconds - first.query_seconds
+    return (last.bulk_tokens - first.bulk_tokens) / seconds if seconds > 0 else 0.0
+
+
+def query_share(counts: list[Count]) -> float:
+    """The share of the run's time the queries' passes took on the model."""
+    changes = counts[1:]
+    if len(changes) < 2:
+        return 0.0
+    first, last = changes[0], changes[-1]
+    return (last.query_seconds - first.query_seconds) / (last.when - first.when)
 
 
 # ---- main modes --------------------------------------------------------------------------
@@ -613,24 +646,27 @@ def latency_table(r: dict[str, Any]) -> str:
         f"after, on {r['host']['cpus']} CPUs",
         "",
         "| spacing | scheduler | queries | idle p50 / p99 ms | loaded p50 / p99 ms | max ms | "
-        "p99 vs idle | bulk tokens/s (batches) | vs unbounded | load |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 vs idle | bulk tokens/s (batches) | vs unbounded | queries' model time | "
+        "bulk tokens per s left to it | vs unbounded | load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     unbounded = {
-        run["spacing_s"]: run["loaded"]["flood_tokens_per_s"]
-        for run in r["runs"]
-        if run["scheduler"] == "unbounded"
+        run["spacing_s"]: run["loaded"] for run in r["runs"] if run["scheduler"] == "unbounded"
     }
     for run in r["runs"]:
         idle, loaded = run["idle"], run["loaded"]
         ratio = loaded["p99_ms"] / idle["p99_ms"]
-        bulk = loaded["flood_tokens_per_s"]
+        bulk, free = loaded["flood_tokens_per_s"], loaded.get("flood_tokens_per_free_s") or 0.0
+        base = unbounded[run["spacing_s"]]
         lines.append(
             f"| {run['spacing_s']:g} s | {run['scheduler']} | {loaded['queries']} | "
             f"{idle['p50_ms']:.1f} / {idle['p99_ms']:.1f} | "
             f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | {loaded['max_ms']:.0f} | "
             f"{ratio:.1f}x | {bulk:,.0f} ({loaded['flood_batches']}) | "
-            f"{versus(bulk, unbounded[run['spacing_s']])} | {loaded['load_average'][0]:.1f} |"
+            f"{versus(bulk, base['flood_tokens_per_s'])} | "
+            f"{(loaded.get('query_model_share') or 0.0):.0%} | {free:,.0f} | "
+            f"{versus(free, base.get('flood_tokens_per_free_s') or 0.0)} | "
+            f"{loaded['load_average'][0]:.1f} |"
         )
     ab = r.get("bulk_ab")
     if ab:

@@ -1,7 +1,8 @@
 """The narrow seams between the batcher and its models.
 
-An ``Encoder`` tokenises (any thread) and runs forward passes (only ever on its device's one
-model thread; ``model.devices`` loads one encoder per device). Everything above it (batcher,
+An ``Encoder`` tokenises (any thread) and runs forward passes (only ever on its device's
+model threads, one pass at a time: ``turns.py``; ``model.devices`` loads one encoder per
+device). Everything above it (batcher,
 API, follower, search) is tested with a deterministic fake that implements this protocol;
 the real model sits in ``encoder.py``.
 A ``Reranker`` (optional, ``reranker.py``) has the same two halves for (query, document)
@@ -98,7 +99,9 @@ class Encoder(Protocol):
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         """Pad, run the model, pool. Returns float32 [len(batch), hidden_size], L2-normalised.
 
-        Called only on the model thread. Raises on any model failure (including
+        Called only on its device's model threads, one pass running at a time; a bulk
+        pass may be paused mid-way (``turns.py``) while a query's pass runs, so a pass keeps
+        its state in locals, not on the encoder. Raises on any model failure (including
         non-finite output); the batcher turns that into 503s and an unhealthy /health.
         """
         ...

@@ -53,7 +53,12 @@ class ModelRunner:
         self._m_batch_tokens = r.histogram(
             "es_embed_batch_tokens", "Padded tokens per forward pass.", buckets=SIZE_BUCKETS
         )
-        self._m_forward = r.histogram("es_embed_forward_seconds", "Forward pass duration.")
+        self._m_forward = r.histogram(
+            "es_embed_forward_seconds",
+            "Model time of a forward pass, by lane (a bulk pass's pauses for queries left out).",
+            ("lane",),
+            known=[LANES],
+        )
         self._m_tokens = r.counter(
             "es_embed_tokens_total",
             "Tokens embedded (unpadded), by lane.",
@@ -119,7 +124,7 @@ class ModelRunner:
         real = sum(len(t.ids) for t in tokens)
         self._m_batch_size.observe(len(tokens))
         self._m_batch_tokens.observe(padded_cost([len(t.ids) for t in tokens]))
-        self._m_forward.observe(seconds)
+        self._m_forward.labels(lane=lane).observe(seconds)
         self._m_tokens.labels(lane=lane).inc(real)
         self._m_tps.set(real / seconds if seconds > 0 else 0.0)
         self._m_device_batches.inc()

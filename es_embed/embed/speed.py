@@ -6,11 +6,11 @@ model thread) that does not shrink with the batch. Counted as token cost, it mak
 to a time bound look slower per token than it is; where it is a large share of the bound (a
 small model, a busy CPU), bulk batches shrink to a few inputs and a back-fill spends its time
 in fixed costs. So a bulk batch is the larger of what fits the time bound and the size at
-which the fixed cost is at most half of the pass (``EFFICIENCY``): a query then waits at most
-``max(bound, 2 x fixed cost)``, about twice its own pass (a lone query's pass is mostly the
-fixed cost), and bulk work never spends more time on fixed costs than on tokens. A stricter
-efficiency would grow bulk batches on a busy CPU, where the fixed cost looks large, by as
-much as it lengthens every query's wait.
+which the fixed cost is at most half of the pass (``EFFICIENCY``): a query then waits for at
+most one layer of a pass of ``max(bound, 2 x fixed cost)`` (``turns.py``; all of it, on a
+model without layer hooks), and bulk work never spends more time on fixed costs than on
+tokens. A stricter efficiency would grow bulk batches on a busy CPU, where the fixed cost
+looks large, by as much as it lengthens every query's wait.
 """
 
 from __future__ import annotations
