@@ -133,18 +133,9 @@ class Lanes:
         self._update_depth()
         self._wakeup.set()
 
-    def ran(
-        self,
-        pace: Pace,
-        lane: Lane,
-        tokens: list[Tokenized],
-        seconds: float,
-        failed_tokens: int | None = None,
-        kind: ModelKind = "embed",
-    ) -> None:
-        """A batch came off the device of ``pace`` (which learns from it, ``Pace.ran``); an
-        answered query may start a hold."""
-        pace.ran(lane, tokens, seconds, failed_tokens, kind)
+    def ran(self, lane: Lane) -> None:
+        """A batch of ``lane`` came off a device, whose pace has learnt from it
+        (``Pace.ran``): an answered query may start a hold, and the budget gauge follows."""
         if lane == "query":
             self._query_answered = time.monotonic()
         self._update_budget()

@@ -165,7 +165,8 @@ class Workers:
         fit even alone."""
         w = self._workers[device]
         parts, seconds = await w.runner.run(lane, kind, tokens, record)
-        self._lanes.ran(w.pace, lane, tokens, seconds, parts.failed_tokens, kind)
+        w.pace.ran(lane, tokens, seconds, parts.failed_tokens, kind)
+        self._lanes.ran(lane)
         if parts.failed_tokens is not None:
             log.warning(
                 "out of memory on a batch of %d inputs%s: split %d times; token budget lowered "

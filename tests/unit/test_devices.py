@@ -197,6 +197,33 @@ async def wait_until(condition: Any, tries: int = 250) -> None:
     raise AssertionError("condition not met")
 
 
+async def test_bulk_work_taken_by_a_device_that_went_out_is_given_to_the_other() -> None:
+    first, second = FakeEncoder(), FakeEncoder()
+    first.failure = RuntimeError("CUDA error: an illegal memory access was encountered")
+    registry = Registry()
+    svc = two_devices(first, second, registry, probe_interval_seconds=60)
+    await svc.start()
+    try:
+        for _ in range(20):  # queries until the first device's query loop takes one and fails
+            try:
+                await svc.embed(["a query"], input_type="query")
+            except EmbedError as exc:
+                assert "failed on cpu/0" in exc.message
+                break
+        else:
+            pytest.fail("the first device never took a query")
+        assert registry.get_sample_value("es_embed_device_up", {"device": "cpu/0"}) == 0
+        # The first device's bulk loop was not in a pass: it still waits on the lanes (the
+        # first of the two to wait, so the first woken), takes this batch, finds its device
+        # out and gives the batch back to the lane, for the second device.
+        texts = [words(i) for i in range(6)]
+        out = await asyncio.wait_for(svc.embed(texts), 5)
+        np.testing.assert_allclose(out.vectors, expected(texts), atol=1e-6)
+        assert first.encoded_inputs == 0 and second.encoded_inputs >= len(texts)
+    finally:
+        await svc.stop()
+
+
 async def test_with_every_device_failing_the_service_is_unhealthy_until_one_recovers() -> None:
     first, second = FakeEncoder(), FakeEncoder()
     for enc in (first, second):
@@ -255,8 +282,9 @@ async def test_each_device_gets_bulk_batches_cut_to_its_own_speed() -> None:
     registry = Registry()
     ln = Lanes(BatchSettings(max_bulk_batch_ms=25), registry, devices=2)
     fast, slow = ln.paces
-    ln.ran(fast, "bulk", tokens([100]), 0.01)  # 0.1 ms per padded token: 250 tokens in 25 ms
-    ln.ran(slow, "bulk", tokens([100]), 0.04)  # 0.4 ms per padded token: 62 tokens in 25 ms
+    fast.ran("bulk", tokens([100]), 0.01)  # 0.1 ms per padded token: 250 tokens in 25 ms
+    slow.ran("bulk", tokens([100]), 0.04)  # 0.4 ms per padded token: 62 tokens in 25 ms
+    ln.ran("bulk")
     ln.enqueue("bulk", Request(size=40, future=None), tokens([10] * 40))
     assert len(await ln.next_batch(slow, "bulk")) == 6
     assert len(await ln.next_batch(fast, "bulk")) == 25
