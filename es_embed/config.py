@@ -114,9 +114,9 @@ class BatchSettings:
     bulk_queue: int = setting(8192, "Most queued inputs on the bulk lane (429 above).")
     retry_after_seconds: int = setting(1, "Retry-After sent with a 429.")
     max_bulk_batch_ms: float = setting(
-        25.0,
-        "Cut every bulk batch to about this many ms of model time (from the measured speed), "
-        "so a query never waits long behind one; 0 = no bound (token budget only).",
+        100.0,
+        "Cut every bulk batch to about this many ms of model time (from the measured speed); "
+        "a query waits for one layer of it; 0 = no bound (token budget only).",
     )
     max_rerank_batch_ms: float = setting(
         100.0,

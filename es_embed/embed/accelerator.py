@@ -1,6 +1,6 @@
 """Where the model's memory goes: placing weights as they load (with the fastest attention
 kernel the model supports), sizing batches from the free memory of a CUDA device, and saying
-how much the model holds.
+how much the model holds; and how far the host may launch a pass ahead of a CUDA device.
 
 The token budget on CUDA is CUDA_MEMORY_FRACTION of the memory free after the weights are
 loaded, divided by an estimate of the activations one padded token needs
@@ -15,6 +15,9 @@ import importlib.util
 import logging
 import os
 import resource
+import threading
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +34,38 @@ GIB = 2**30
 # Eager attention's scores grow with the padded length; the estimate assumes inputs this
 # long at most (longer ones are rare and get split like any batch that does not fit).
 EAGER_SCORES_LENGTH = 8192
+
+
+# A bulk pass stands aside for a query at the layer boundary the host has reached
+# (``turns.py``), but on a GPU the host launches kernels far ahead of the device: unchecked,
+# the whole pass could still be queued on the stream in front of the query's kernels. Two
+# layers: the device always has the next layer queued (no idle gap between layers), and a
+# query waits for at most those.
+LAYERS_AHEAD = 2
+
+
+class RunAhead:
+    """Called at each layer boundary: keeps the calling thread's launches at most
+    ``LAYERS_AHEAD`` layers ahead of the device, by recording an event at every boundary and
+    waiting for the one ``LAYERS_AHEAD`` back (per thread: each lane's passes have their own)."""
+
+    def __init__(self, new_event: Callable[[], Any]) -> None:
+        self._new_event = new_event
+        self._local = threading.local()
+
+    def __call__(self) -> None:
+        events: deque[Any] = self._local.__dict__.setdefault("events", deque())
+        event = self._new_event()
+        event.record()
+        events.append(event)
+        if len(events) > LAYERS_AHEAD:
+            events.popleft().synchronize()
+
+
+def run_ahead(device: torch.device) -> RunAhead | None:
+    """The layer-boundary limit for a CUDA device; None elsewhere (a CPU pass runs as the
+    host calls it)."""
+    return RunAhead(torch.cuda.Event) if device.type == "cuda" else None
 
 
 def placement(device: torch.device) -> dict[str, Any]:

@@ -90,8 +90,15 @@ class HFEncoder:
         """Call ``hook`` before each transformer layer of every pass, on the thread running
         it (``turns.py``: where a bulk pass stands aside for a query); returns the layers."""
         layers = transformer_layers(self._model)
+        keep_pace = accelerator.run_ahead(self._device)
+
+        def before_layer(_module: torch.nn.Module, _args: Any) -> None:
+            if keep_pace is not None:  # so the boundary the host reaches is near the device's
+                keep_pace()
+            hook()
+
         for layer in layers:
-            layer.register_forward_pre_hook(lambda _module, _args: hook())
+            layer.register_forward_pre_hook(before_layer)
         return len(layers)
 
     @property

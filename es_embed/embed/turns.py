@@ -9,7 +9,9 @@ document on a 2-core CPU: about 70 ms, against 25 ms for the query). So they tak
 finer grain: the bulk thread calls ``between_layers`` before each transformer layer (the
 encoder's hooks, ``Layered``), and there it stands aside while a query wants the device. A
 query then waits for at most one layer of the bulk pass, and a bulk batch can stay long
-enough to be efficient. Queries go first at every boundary, as they do in the lanes.
+enough to be efficient. Queries go first at every boundary, as they do in the lanes. (On a
+GPU the boundary is where the host has got to; ``accelerator.RunAhead`` keeps that within
+two layers of the device.)
 
 Pure threading: no torch, no event loop.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -71,3 +72,45 @@ def test_weights_go_straight_to_cuda_only_with_accelerate(monkeypatch: pytest.Mo
 def test_memory_in_use_on_cpu_is_the_resident_set() -> None:
     assert accelerator.resident_bytes() > 10 * 2**20  # torch alone is more
     assert accelerator.memory_in_use(torch.device("cpu")).endswith("GiB resident")
+
+
+class RecordedEvent:
+    """Stands for torch.cuda.Event: what was recorded and waited for, in order."""
+
+    log: list[str] = []
+    made = 0
+
+    def __init__(self) -> None:
+        RecordedEvent.made += 1
+        self.name = f"e{RecordedEvent.made}"
+
+    def record(self) -> None:
+        self.log.append(f"record {self.name}")
+
+    def synchronize(self) -> None:
+        self.log.append(f"wait {self.name}")
+
+
+def test_the_host_stays_at_most_two_layers_ahead_of_the_gpu() -> None:
+    RecordedEvent.log, RecordedEvent.made = [], 0
+    keep_pace = accelerator.RunAhead(RecordedEvent)
+    for _ in range(4):  # four layer boundaries of one pass
+        keep_pace()
+    assert RecordedEvent.log == [
+        "record e1",
+        "record e2",
+        "record e3",
+        "wait e1",  # before launching the third layer, the first is done
+        "record e4",
+        "wait e2",
+    ]
+    # Each thread (each lane's passes) keeps its own count.
+    RecordedEvent.log = []
+    other = threading.Thread(target=keep_pace)
+    other.start()
+    other.join()
+    assert RecordedEvent.log == ["record e5"]
+
+
+def test_only_a_cuda_device_limits_the_run_ahead() -> None:
+    assert accelerator.run_ahead(torch.device("cpu")) is None
