@@ -430,11 +430,14 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
             "forward_sweep": sweep,
             "load_average_before": os.getloadavg(),
         }
+        # The server's bulk bound as configured, or --bound-ms (0: without it).
+        bound = {} if args.bound_ms is None else {"max_bulk_batch_ms": args.bound_ms}
+        results["bulk_bound_ms"] = args.bound_ms
         in_process = []
         for callers in (8, 32):
             tries = [
                 await service_throughput(
-                    encoder, texts, callers, BatchSettings(max_batch_size=best_size)
+                    encoder, texts, callers, BatchSettings(max_batch_size=best_size, **bound)
                 )
                 for _ in range(args.repeats)
             ]
@@ -447,7 +450,7 @@ async def run_server_bench(args: argparse.Namespace) -> dict[str, Any]:
             # The limit is measured at the best batch size; give the server the same.
             tokens_cap = best_size * args.max_length
             batching = {"max_batch_size": best_size, "max_batch_tokens": tokens_cap}
-        async with Server(args, model, batching, workdir) as server:
+        async with Server(args, model, {**batching, **bound}, workdir) as server:
             results["server_settings"] = server.settings
             await server_throughput(server.url, texts[:64], 8, args.encoding_format)  # warm-up
             runs = []
@@ -706,7 +709,8 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"{r['model']}: {r['docs']} SciFact documents ({r['real_tokens']:,} tokens, cut at "
         f"{r['max_length']}), {TEXTS_PER_REQUEST} per request, {r['encoding_format']} vectors; "
-        f"load average {load} on {r['host']['cpus']} CPUs",
+        f"max_bulk_batch_ms {'default' if r.get('bulk_bound_ms') is None else r['bulk_bound_ms']}"
+        f"; load average {load} on {r['host']['cpus']} CPUs",
         "",
         "| run | tokens/s | vs. limit |",
         "|---|---:|---:|",
@@ -772,7 +776,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="latency: seconds between an answer and the next query",
     )
     p.add_argument("--window", type=float, default=30.0, help="latency: seconds per run, at least")
-    p.add_argument("--bound-ms", type=float, help="latency: the bounded server's max_bulk_batch_ms")
+    p.add_argument(
+        "--bound-ms",
+        type=float,
+        help="max_bulk_batch_ms of the server (latency: of the bounded one); default: its default",
+    )
     p.add_argument("--ab-docs", type=int, default=128, help="latency: documents per A/B run")
     p.add_argument("--ab-rounds", type=int, default=2, help="latency: A/B rounds (2 runs each)")
     p.add_argument("--threads", type=int, help="torch threads per server (OMP_NUM_THREADS)")

@@ -116,7 +116,7 @@ class BatchSettings:
     max_bulk_batch_ms: float = setting(
         100.0,
         "Cut every bulk batch to about this many ms of model time (from the measured speed); "
-        "a query waits for one layer of it; 0 = no bound (token budget only).",
+        "a query waits for a layer or two of it; 0 = no bound (token budget only).",
     )
     max_rerank_batch_ms: float = setting(
         100.0,

@@ -46,17 +46,19 @@ LAYERS_AHEAD = 2
 
 class RunAhead:
     """Called at each layer boundary: keeps the calling thread's launches at most
-    ``LAYERS_AHEAD`` layers ahead of the device, by recording an event at every boundary and
-    waiting for the one ``LAYERS_AHEAD`` back (per thread: each lane's passes have their own)."""
+    ``LAYERS_AHEAD`` layers ahead of the device, by recording an event on the device's stream
+    at every boundary and waiting for the one ``LAYERS_AHEAD`` back (per thread: each lane's
+    passes have their own)."""
 
-    def __init__(self, new_event: Callable[[], Any]) -> None:
+    def __init__(self, new_event: Callable[[], Any], stream: Callable[[], Any]) -> None:
         self._new_event = new_event
+        self._stream = stream
         self._local = threading.local()
 
     def __call__(self) -> None:
         events: deque[Any] = self._local.__dict__.setdefault("events", deque())
         event = self._new_event()
-        event.record()
+        event.record(self._stream())
         events.append(event)
         if len(events) > LAYERS_AHEAD:
             events.popleft().synchronize()
@@ -64,8 +66,11 @@ class RunAhead:
 
 def run_ahead(device: torch.device) -> RunAhead | None:
     """The layer-boundary limit for a CUDA device; None elsewhere (a CPU pass runs as the
-    host calls it)."""
-    return RunAhead(torch.cuda.Event) if device.type == "cuda" else None
+    host calls it). The stream is named by device: a model thread's current device is
+    cuda:0 whatever device its model is on."""
+    if device.type != "cuda":
+        return None
+    return RunAhead(torch.cuda.Event, lambda: torch.cuda.current_stream(device))
 
 
 def placement(device: torch.device) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class NonFiniteOutputError(RuntimeError):
 
 
 class HFEncoder:
-    """Tokenize on any thread; ``forward`` only on the model thread."""
+    """Tokenize on any thread; ``forward`` only on the device's model threads."""
 
     def __init__(
         self,
@@ -179,10 +179,16 @@ def attention_mask(batch: Sequence[Tokenized], *, left: bool) -> np.ndarray:
 
 
 def transformer_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The model's stack of layers: its longest ``ModuleList`` (``encoder.layer`` in BERT,
-    ``layers`` in Qwen3); empty for a model without one."""
-    stacks = [list(m) for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    return max(stacks, key=len, default=[])
+    """The model's stack of layers: its longest outermost ``ModuleList`` (``encoder.layer`` in
+    BERT, ``layers`` in Qwen3; a list inside a layer, such as a mixture of experts' experts,
+    is not a stack of layers); empty for a model without one."""
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)]
+    outer = [
+        list(m)
+        for name, m in lists
+        if not any(name.startswith(f"{other}.") for other, _ in lists if other != name)
+    ]
+    return max(outer, key=len, default=[])
 
 
 def real_positions(attention: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,7 @@ class Reranker(Protocol):
     def forward(self, batch: Sequence[Tokenized]) -> np.ndarray:
         """Run the model on pairs. Returns float32 [len(batch)] relevance scores.
 
-        Called only on the model thread; raises on any model failure, as ``Encoder.forward``.
+        Called only on its device's query thread; raises on any model failure, as
+        ``Encoder.forward``.
         """
         ...

@@ -104,6 +104,14 @@ async def start_up(
             if layers
             else "no layer stack found: a query waits for the bulk pass in flight",
         )
+        if not layers:
+            log.warning(
+                "%s has no layer stack es-embed can pause at: a query waits for a whole bulk "
+                "pass (up to batching.max_bulk_batch_ms = %g ms; lower it, e.g. to 25, if "
+                "queries must wait less)",
+                info.model_id,
+                batching.max_bulk_batch_ms,
+            )
 
 
 async def warm_up(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from es_embed.config import BatchSettings, ModelSettings
-from es_embed.embed.encoder import load_encoder
+from es_embed.embed.encoder import load_encoder, transformer_layers
 from es_embed.embed.service import EmbeddingService
 from es_embed.metrics import Registry
 
@@ -32,6 +33,22 @@ def test_the_hooks_sit_before_every_transformer_layer(
     assert encoder.on_layer(lambda: calls.append(threading.current_thread().name)) == layers
     encoder.forward(encoder.tokenize(DOCS[:2]))
     assert len(calls) == layers  # once per layer per pass
+
+
+def test_a_list_inside_a_layer_is_not_the_stack_of_layers() -> None:
+    class Layer(torch.nn.Module):  # a mixture of experts: more experts than layers
+        def __init__(self) -> None:
+            super().__init__()
+            self.experts = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(8))
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Layer() for _ in range(3))
+
+    model = Model()
+    assert transformer_layers(model) == list(model.layers)
+    assert transformer_layers(torch.nn.Linear(2, 2)) == []
 
 
 @pytest.mark.timeout(120)

@@ -84,8 +84,8 @@ class RecordedEvent:
         RecordedEvent.made += 1
         self.name = f"e{RecordedEvent.made}"
 
-    def record(self) -> None:
-        self.log.append(f"record {self.name}")
+    def record(self, stream: str) -> None:
+        self.log.append(f"record {self.name} on {stream}")
 
     def synchronize(self) -> None:
         self.log.append(f"wait {self.name}")
@@ -93,15 +93,15 @@ class RecordedEvent:
 
 def test_the_host_stays_at_most_two_layers_ahead_of_the_gpu() -> None:
     RecordedEvent.log, RecordedEvent.made = [], 0
-    keep_pace = accelerator.RunAhead(RecordedEvent)
+    keep_pace = accelerator.RunAhead(RecordedEvent, lambda: "cuda:1")
     for _ in range(4):  # four layer boundaries of one pass
         keep_pace()
     assert RecordedEvent.log == [
-        "record e1",
-        "record e2",
-        "record e3",
+        "record e1 on cuda:1",  # the model's device, not the thread's current one
+        "record e2 on cuda:1",
+        "record e3 on cuda:1",
         "wait e1",  # before launching the third layer, the first is done
-        "record e4",
+        "record e4 on cuda:1",
         "wait e2",
     ]
     # Each thread (each lane's passes) keeps its own count.
@@ -109,7 +109,7 @@ def test_the_host_stays_at_most_two_layers_ahead_of_the_gpu() -> None:
     other = threading.Thread(target=keep_pace)
     other.start()
     other.join()
-    assert RecordedEvent.log == ["record e5"]
+    assert RecordedEvent.log == ["record e5 on cuda:1"]
 
 
 def test_only_a_cuda_device_limits_the_run_ahead() -> None:

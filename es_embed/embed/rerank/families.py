@@ -1,7 +1,7 @@
 """The two reranker families, each scoring as its reference does (see ``__init__``).
 
 Tokenisation runs on a private Rust tokenizer (thread-safe, as in ``encoder.py``); ``forward``
-runs only on the model thread, in the same lanes as the embedder's batches.
+runs only on the device's query thread, in the same lanes as the embedder's batches.
 """
 
 from __future__ import annotations
