@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from prometheus_client import Counter
 
 from es_embed.embed.batching import padded_cost
 from es_embed.embed.lanes import LANES
@@ -69,22 +70,21 @@ class ModelRunner:
         self._m_oom_splits = r.counter(
             "es_embed_oom_splits_total", "Batches split in halves after running out of memory."
         )
-        known = [[self.device]]
-        self._m_device_batches = r.counter(
-            "es_embed_device_batches_total", "Batches run, by device.", ("device",), known=known
-        ).labels(device=self.device)
-        self._m_device_seconds = r.counter(
+
+        def per_device(name: str, doc: str) -> Counter:  # this device's child of the counter
+            return r.counter(name, doc, ("device",), known=[[self.device]]).labels(self.device)
+
+        self._m_device_batches = per_device(
+            "es_embed_device_batches_total", "Batches run, by device."
+        )
+        self._m_device_seconds = per_device(
             "es_embed_device_forward_seconds_total",
             "Model time, by device (its rate is how busy the device is).",
-            ("device",),
-            known=known,
-        ).labels(device=self.device)
-        self._m_pauses = r.counter(
+        )
+        self._m_pauses = per_device(
             "es_embed_bulk_pauses_total",
             "Times a bulk pass stood aside at a layer boundary for a query, by device.",
-            ("device",),
-            known=known,
-        ).labels(device=self.device)
+        )
 
     def start(self) -> None:
         name = "es-embed-model-" + self.device.replace(":", "").replace("/", "-")
