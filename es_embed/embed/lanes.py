@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 
 from es_embed.config import BatchSettings
 from es_embed.embed.batching import Item, Request, cut_batch
@@ -110,11 +111,15 @@ class Lanes:
             queue.clear()
         self._update_depth()
 
-    async def next_batch(self, pace: Pace, lane: Lane) -> list[Item]:
+    async def next_batch(
+        self, pace: Pace, lane: Lane, busy: Callable[[], bool] = lambda: False
+    ) -> list[Item]:
         """Wait for the next batch of ``lane`` cut for the device of ``pace`` (bulk work once
         its hold is over). Every device's free loop for that lane waits here; each batch goes
-        to one of them."""
+        to one of them, first to a device that is not ``busy`` with its other lane's pass."""
         while True:
+            if busy():  # one turn of the event loop: the other devices woken with it pick first
+                await asyncio.sleep(0)
             batch = self._pick(pace, lane)
             if batch:
                 if lane == "bulk":

@@ -181,9 +181,14 @@ class Workers:
     async def _serve(self, w: Worker, lane: Lane) -> None:
         """One device's loop for one lane."""
         device = self._workers.index(w)
+        other: Lane = "bulk" if lane == "query" else "query"
+
+        def busy() -> bool:  # the device's other lane has a pass on it: let a free one go first
+            return other in w.in_flight
+
         while True:
             await w.up.wait()
-            batch = await self._lanes.next_batch(w.pace, lane)
+            batch = await self._lanes.next_batch(w.pace, lane, busy)
             if w.failure is not None:  # the device went out while this loop waited for work
                 self._lanes.give_back(lane, batch)
                 continue

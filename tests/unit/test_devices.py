@@ -116,6 +116,29 @@ async def test_a_freed_device_takes_the_query_before_queued_bulk_work() -> None:
         await svc.stop()
 
 
+async def test_a_query_goes_to_an_idle_device_not_one_busy_with_bulk_work() -> None:
+    first, second = HeldEncoder(), FakeEncoder()
+    first.hold.set()  # the first device's bulk pass stays on it (no layers to pause at)
+    svc = two_devices(first, second, max_batch_size=1)
+    await svc.start()
+    try:
+        bulk = []
+        while not first.entered.is_set() and len(bulk) < 20:  # until one lands on the first
+            bulk.append(asyncio.create_task(svc.embed([words(len(bulk))])))
+            await asyncio.sleep(0.02)
+        assert first.entered.is_set()
+        # Both devices' query loops are free; the first's device is busy, so the second's
+        # takes the query (the first's would make it wait for the held pass).
+        query = await asyncio.wait_for(svc.embed([words(99, 10)], input_type="query"), 5)
+        assert query.vectors.shape == (1, 64)
+        assert not all(t.done() for t in bulk) and first.batches == []  # still held
+        release(first)
+        await asyncio.gather(*bulk)
+    finally:
+        release(first)
+        await svc.stop()
+
+
 async def test_concurrent_requests_get_their_own_vectors_in_order() -> None:
     first, second = FakeEncoder(seconds_per_token=1e-4), FakeEncoder(seconds_per_token=1e-4)
     svc = two_devices(first, second, max_batch_size=4)
