@@ -156,12 +156,20 @@ async def test_concurrent_requests_get_their_own_vectors_in_order() -> None:
         await svc.stop()
 
 
+async def started_with_a_fault(
+    first: FakeEncoder, second: FakeEncoder, failing: FakeEncoder, probe_interval_seconds: float
+) -> tuple[EmbeddingService, Registry]:
+    """Two devices, started, with ``failing`` raising a CUDA fault on every pass."""
+    failing.failure = RuntimeError("CUDA error: an illegal memory access was encountered")
+    registry = Registry()
+    svc = two_devices(first, second, registry, probe_interval_seconds=probe_interval_seconds)
+    await svc.start()
+    return svc, registry
+
+
 async def test_a_failing_device_is_dropped_while_the_other_serves_then_rejoins() -> None:
     first, second = HeldEncoder(), FakeEncoder()
-    second.failure = RuntimeError("CUDA error: an illegal memory access was encountered")
-    registry = Registry()
-    svc = two_devices(first, second, registry, probe_interval_seconds=0.02)
-    await svc.start()
+    svc, registry = await started_with_a_fault(first, second, second, probe_interval_seconds=0.02)
     try:
         first.hold.set()
         # Whichever device takes the first request, the second request finds the other one:
@@ -222,10 +230,7 @@ async def wait_until(condition: Any, tries: int = 250) -> None:
 
 async def test_bulk_work_taken_by_a_device_that_went_out_is_given_to_the_other() -> None:
     first, second = FakeEncoder(), FakeEncoder()
-    first.failure = RuntimeError("CUDA error: an illegal memory access was encountered")
-    registry = Registry()
-    svc = two_devices(first, second, registry, probe_interval_seconds=60)
-    await svc.start()
+    svc, registry = await started_with_a_fault(first, second, first, probe_interval_seconds=60)
     try:
         for _ in range(20):  # queries until the first device's query loop takes one and fails
             try:
